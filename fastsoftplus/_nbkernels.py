@@ -1,78 +1,324 @@
-"""Scalar softplus kernels for Numba (PLACEHOLDER: being replaced by the shared polynomial algorithm).
+"""Scalar softplus kernels for Numba: the same algorithm, step for step, as ``_cy/kernels.h``.
 
-Signatures are final: every function is ``@njit(inline="always")`` and takes scalars of one
-precision (float32 or float64): ``softplus_f64(x, beta, threshold)``, ``grad_f64(x, beta, threshold)``,
-``backward_f64(g, x, beta, threshold)``, ``inverse_f64(y, beta, threshold)`` and the ``_f32`` twins.
-``threshold`` is ``inf`` for "no cut-off".
+Every public function here is ``@njit(inline="always")`` and branch-free (conditional expressions
+become LLVM ``select``), so a loop over it vectorizes; nothing calls libm.  ``threshold`` is ``inf``
+for "no cut-off".  The algorithm and its error budget are described in ``_constants.py``.
+
+    softplus_f64(x, beta, threshold)     softplus_f32(x, beta, threshold)
+    grad_f64(x, beta, threshold)         grad_f32(x, beta, threshold)
+    backward_f64(g, x, beta, threshold)  backward_f32(g, x, beta, threshold)
+    inverse_f64(y, beta, threshold)      inverse_f32(y, beta, threshold)
+
+float64 goes through double-double intermediates (error well under 1 ulp); float32 is evaluated
+in float64 with shorter polynomials and rounded once.
 """
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit as _njit
+from numba.core import types
+from numba.extending import intrinsic
+
+from ._constants import (
+    EXP_ARG_MIN, EXP_C, EXP_C32, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32,
+    LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
+)
+
+#: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
+#: so no exception path blocks vectorization.
+def njit(*, inline):
+    return _njit(inline=inline, error_model="numpy")
+
+
+_INF = math.inf
+_LN2 = LN2_HI + LN2_LO
+_SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
+_SCALE_UP = 2.0 ** SCALE_UP_EXP
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """Fused multiply-add a*b + c with one rounding (``llvm.fma``: vfmadd on FMA hardware)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _as_f64(typingctx, bits):
+    """Reinterpret the bits of an int64 as a float64 (LLVM bitcast; vectorizes, allocates nothing)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(context.cast(builder, args[0], bits, types.int64), ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@intrinsic
+def _as_i64(typingctx, v):
+    """Reinterpret the bits of a float64 as an int64."""
+    if v != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(v), codegen
+
+
+@njit(inline="always")
+def _horner(x, c):
+    acc = c[len(c) - 1]
+    for i in range(len(c) - 2, -1, -1):
+        acc = fma(acc, x, c[i])
+    return acc
+
+
+@njit(inline="always")
+def _two_sum(a, b):
+    """a + b = s + e exactly (Knuth), any magnitudes."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(inline="always")
+def _fast_two_sum(a, b):
+    """a + b = s + e exactly, for |a| >= |b| (Dekker)."""
+    s = a + b
+    return s, b - (s - a)
+
+
+@njit(inline="always")
+def _pow2(k):
+    """2**k as two normal factors, for k in [-2044, 2046] (2**k itself may be subnormal)."""
+    k1 = k >> 1
+    return _as_f64((k1 + 1023) << 52), _as_f64((k - k1 + 1023) << 52)
+
+
+@njit(inline="always")
+def _exp_core(a, precise):
+    """exp(a) = 2**k * (1 + p_hi + p_lo) for a in [EXP_ARG_MIN, 700]; p relative error ~2**-55.
+
+    ``precise`` (a compile-time constant) reduces with ln2 to 150 bits instead of 95, for
+    log(expm1(z)) next to its root z = ln2, where r = z - ln2 is itself tiny.
+    """
+    kd_s = fma(a, INV_LN2, ROUND_SHIFT)
+    kd = kd_s - ROUND_SHIFT
+    k = _as_i64(kd_s) - _SHIFT_BITS
+    r_hi = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, Sterbenz for the difference
+    r_lo = -kd * LN2_LO
+    if precise:  # r_hi - kd*(LN2_LO + LN2_LO2) with the product's rounding error kept
+        r_hi, r_err = _two_sum(r_hi, r_lo)
+        r_lo = (r_err - fma(kd, LN2_LO, r_lo)) - kd * LN2_LO2
+    r = r_hi + r_lo
+    rr = (r_hi - r) + r_lo
+    q = r * fma(r, _horner(r, EXP_C), rr) + rr  # exp(r + rr) - 1 - r, to first order in rr
+    p_hi, p_lo = _fast_two_sum(r, q)
+    return k, p_hi, p_lo
+
+
+@njit(inline="always")
+def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
+    """m*ln2 + 2*atanh(n/d) as a double-double, for |n/d| <= 3 - 2*sqrt(2)."""
+    inv = 1.0 / d_hi
+    s = n_hi * inv
+    s_lo = ((fma(-s, d_hi, n_hi) + n_lo) - s * d_lo) * inv  # exact residual, one division in all
+    u = s * s
+    tail = s * u * _horner(u, LOG_C)
+    hi, lo = _fast_two_sum(m * LN2_HI, 2.0 * s)
+    return hi, lo + (m * LN2_LO + 2.0 * (tail + s_lo * (1.0 + u)))
+
+
+@njit(inline="always")
+def _exp_dd(a):
+    """exp(a) for a <= 0 as (t_hi, t_lo) plus the once-rounded value (for subnormal results)."""
+    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
+    k, p_hi, p_lo = _exp_core(a, False)
+    s1, s2 = _pow2(k)
+    one, one_lo = _fast_two_sum(1.0, p_hi)
+    one_lo += p_lo
+    return one * s1 * s2, one_lo * s1 * s2, (one + one_lo) * s1 * s2
+
+
+@njit(inline="always")
+def _softplus_dd(z):
+    """softplus(z) in double, error < 0.6 ulp, for finite z < IDENTITY_ABOVE (the caller handles
+    NaN, infinities and the identity range, so no invalid-operation flag is ever raised)."""
+    t_hi, t_lo, t_once = _exp_dd(-abs(z))
+    big = t_hi > SQRT2_M1  # log(1 + t) = ln2 + log1p((t - 1)/2): s = (t - 1)/(t + 3)
+    n_hi, n_lo = _two_sum(t_hi, -1.0 if big else 0.0)
+    d_hi, d_lo = _fast_two_sum(3.0 if big else 2.0, t_hi)
+    l_hi, l_lo = _atanh_log(1.0 if big else 0.0, n_hi, n_lo + t_lo, d_hi, d_lo + t_lo)
+    tiny = t_hi < TINY  # log1p(t) == t to 2**-61; keeps subnormal results once-rounded
+    l_hi = t_once if tiny else l_hi
+    l_lo = 0.0 if tiny else l_lo
+    s, e = _two_sum(z if z > 0.0 else 0.0, l_hi)
+    return s + (e + l_lo)
+
+
+@njit(inline="always")
+def _sigmoid_dd(z):
+    """sigmoid(z) as a double-double: 1/(1 + t) for z >= 0, t/(1 + t) below, t = exp(-|z|)."""
+    t_hi, t_lo, t_once = _exp_dd(-abs(z))
+    d_hi, d_lo = _fast_two_sum(1.0, t_hi)
+    d_lo += t_lo
+    pos = z >= 0.0
+    n_hi = 1.0 if pos else t_hi
+    n_lo = 0.0 if pos else t_lo
+    inv = 1.0 / d_hi
+    q = n_hi * inv
+    q_lo = ((fma(-q, d_hi, n_hi) + n_lo) - q * d_lo) * inv
+    tiny = t_hi < TINY and not pos  # t/(1 + t) == t to 2**-60
+    return (t_once if tiny else q), (0.0 if tiny else q_lo)
+
+
+@njit(inline="always")
+def _log_expm1_dd(z):
+    """log(expm1(z)) for 0 < z < IDENTITY_ABOVE, within 1 ulp even near the root z = ln2:
+    expm1 keeps 2**k - 1 and 2**k * p apart, so the cancellation costs nothing."""
+    k, p_hi, p_lo = _exp_core(z, True)
+    s1, s2 = _pow2(k)
+    sc = s1 * s2
+    e_hi, e_lo = _two_sum(sc - 1.0, sc * p_hi)
+    e_lo += sc * p_lo
+    small = e_hi < LOG_SCALE_BELOW  # normalise subnormal expm1 before reading the exponent
+    e_hi = e_hi * _SCALE_UP if small else e_hi
+    e_lo = e_lo * _SCALE_UP if small else e_lo
+    eb = ((_as_i64(e_hi * SQRT2) >> 52) & 0x7FF) - 1023  # e_hi * 2**-eb in [1/sqrt2, sqrt2)
+    sm = _as_f64((1023 - eb) << 52)
+    f_hi = e_hi * sm - 1.0  # exact (Sterbenz)
+    f_lo = e_lo * sm
+    d_hi, d_lo = _fast_two_sum(2.0, f_hi)
+    m = np.float64(eb - (SCALE_UP_EXP if small else 0))
+    l_hi, l_lo = _atanh_log(m, f_hi, f_lo, d_hi, d_lo + f_lo)
+    return l_hi + l_lo
+
+
+# ---------------------------------------------------------------- float64
+# z = beta*x is rounded as torch rounds it. A NaN z is replaced by 0 before any ordered comparison
+# (which would raise the invalid-operation flag NumPy reports) and restored at the end.
+
+
+@njit(inline="always")
+def _quiet(z):
+    return 0.0 if z != z else z
 
 
 @njit(inline="always")
 def softplus_f64(x, beta, threshold):
     z = x * beta
-    if z > threshold:
-        return x
-    return (max(z, 0.0) + math.log1p(math.exp(-abs(z)))) / beta
-
-
-@njit(inline="always")
-def softplus_f32(x, beta, threshold):
-    z = x * beta
-    if z > threshold:
-        return x
-    zd = np.float64(x) * np.float64(beta)
-    return np.float32((max(zd, 0.0) + math.log1p(math.exp(-abs(zd)))) / np.float64(beta))
+    zs = _quiet(z)
+    res = _softplus_dd(zs if zs < IDENTITY_ABOVE else 0.0) / beta
+    res = x if (zs > threshold or zs >= IDENTITY_ABOVE) else res
+    return z if z != z else res
 
 
 @njit(inline="always")
 def grad_f64(x, beta, threshold):
     z = x * beta
-    if z > threshold:
-        return 1.0
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    t = math.exp(z)
-    return t / (1.0 + t)
-
-
-@njit(inline="always")
-def grad_f32(x, beta, threshold):
-    z = x * beta
-    if z > threshold:
-        return np.float32(1.0)
-    return np.float32(grad_f64(np.float64(x) * np.float64(beta), 1.0, math.inf))
+    zs = _quiet(z)
+    q, q_lo = _sigmoid_dd(zs)
+    res = 1.0 if zs > threshold else q + q_lo
+    return z if z != z else res
 
 
 @njit(inline="always")
 def backward_f64(g, x, beta, threshold):
-    return g * grad_f64(x, beta, threshold)
+    z = x * beta
+    zs = _quiet(z)
+    q, q_lo = _sigmoid_dd(zs)
+    res = g if zs > threshold else fma(g, q, g * q_lo)
+    return z if z != z else res
 
 
 @njit(inline="always")
-def backward_f32(g, x, beta, threshold):
-    z = x * beta
-    if z > threshold:
-        return g
-    return np.float32(np.float64(g) * grad_f64(np.float64(x) * np.float64(beta), 1.0, math.inf))
+def _inverse_dd(zs):
+    """log(expm1(z)) for a non-NaN z; NaN for z <= 0 (y <= 0), z itself past IDENTITY_ABOVE."""
+    res = _log_expm1_dd(zs if 0.0 < zs < IDENTITY_ABOVE else 1.0)
+    res = zs if zs >= IDENTITY_ABOVE else res
+    return res if zs > 0.0 else math.nan
 
 
 @njit(inline="always")
 def inverse_f64(y, beta, threshold):
     z = y * beta
-    if z > threshold:
-        return y
-    if not (z > 0):
-        return math.nan if z == z else z
-    return (z + math.log(-math.expm1(-z))) / beta
+    zs = _quiet(z)
+    res = _inverse_dd(zs) / beta
+    res = y if (zs > threshold or zs >= IDENTITY_ABOVE) else res
+    return z if z != z else res
+
+
+# ---------------------------------------------------------------- float32 (evaluated in float64)
+
+
+@njit(inline="always")
+def _exp_lite(a):
+    """exp(a) for a <= 0 in double, relative error < 2**-31 (enough for a float32 result)."""
+    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
+    kd_s = fma(a, INV_LN2, ROUND_SHIFT)
+    kd = kd_s - ROUND_SHIFT
+    k = _as_i64(kd_s) - _SHIFT_BITS
+    r = fma(-kd, LN2_HI, a) - kd * LN2_LO
+    s1, s2 = _pow2(k)
+    return (1.0 + fma(r * r, _horner(r, EXP_C32), r)) * s1 * s2
+
+
+@njit(inline="always")
+def _softplus_lite(z):
+    """softplus(z) in double to ~2**-31, for finite z < IDENTITY_ABOVE."""
+    t = _exp_lite(-abs(z))
+    big = t > SQRT2_M1
+    s = (t - 1.0 if big else t) / (t + (3.0 if big else 2.0))
+    u = s * s
+    log1p_t = fma(2.0 * s * u, _horner(u, LOG_C32), 2.0 * s) + (_LN2 if big else 0.0)
+    return (z if z > 0.0 else 0.0) + log1p_t
+
+
+@njit(inline="always")
+def _sigmoid_lite(z):
+    t = _exp_lite(-abs(z))
+    return (1.0 if z >= 0.0 else t) / (1.0 + t)
+
+
+# float32: the product of two floats is exact in double, so zd is beta*x exactly; the threshold is
+# still decided on the float32 product, as torch does.
+
+
+@njit(inline="always")
+def softplus_f32(x, beta, threshold):
+    b = np.float64(beta)
+    zd = _quiet(np.float64(x) * b)
+    res = np.float32(_softplus_lite(zd if zd < IDENTITY_ABOVE else 0.0) / b)
+    res = x if (_quiet(x * beta) > threshold or zd >= IDENTITY_ABOVE) else res
+    return x if x != x else res
+
+
+@njit(inline="always")
+def grad_f32(x, beta, threshold):
+    res = np.float32(_sigmoid_lite(_quiet(np.float64(x) * np.float64(beta))))
+    res = np.float32(1.0) if _quiet(x * beta) > threshold else res
+    return x if x != x else res
+
+
+@njit(inline="always")
+def backward_f32(g, x, beta, threshold):
+    res = np.float32(np.float64(g) * _sigmoid_lite(_quiet(np.float64(x) * np.float64(beta))))
+    res = g if _quiet(x * beta) > threshold else res
+    return x if x != x else res
 
 
 @njit(inline="always")
 def inverse_f32(y, beta, threshold):
-    z = y * beta
-    if z > threshold:
-        return y
-    return np.float32(inverse_f64(np.float64(y) * np.float64(beta), 1.0, math.inf) / np.float64(beta))
+    b = np.float64(beta)
+    zd = _quiet(np.float64(y) * b)
+    res = np.float32(_inverse_dd(zd) / b)
+    res = y if (_quiet(y * beta) > threshold or zd >= IDENTITY_ABOVE) else res
+    return y if y != y else res

@@ -1,0 +1,63 @@
+"""The numbers behind every kernel: one source of truth for the Numba and the C backends.
+
+The Numba kernels (``_nbkernels.py``) read these names directly; ``setup.py`` writes every
+UPPER_CASE number of this module into the generated C header ``_cy/_constants.h`` as
+``FSP_<NAME>`` (floats in hexadecimal, so the C value is bit-identical).
+
+The algorithm (both backends, both precisions) is the stable softplus
+``max(z, 0) + log1p(exp(-|z|))``, evaluated so that the final rounding dominates the error:
+
+* ``exp(a) = 2**k * (1 + p)``, ``a = k*ln2 + r``, ``|r| <= ln2/2``, with ``ln2`` split in two so
+  ``k*LN2_HI`` is exact (``LN2_HI`` has 42 significant bits, ``|k| < 2**11``); ``p`` is kept as a
+  double-double so ``expm1`` and ``1 + exp`` lose nothing to cancellation.
+* ``log(1 + f) = m*ln2 + 2*atanh(s)``, ``s = f / (2 + f)``, ``|s| <= 3 - 2*sqrt(2) = 0.1716``, the
+  leading ``2*s`` as a double-double and the tail ``2*s**3 * Q(s**2)`` in double.
+
+The polynomials are plain Taylor series (coefficients 1/n! and 1/(2j+1), exact to the last bit in
+double), truncated where the next term falls below the stated error on the reduced range. float32
+inputs are evaluated in float64 with shorter series, then rounded once.
+"""
+import math
+
+#: ln(2) split for exact argument reduction: LN2_HI has its low 11 bits zero (fdlibm's scheme, with
+#: 42 bits), LN2_LO = ln(2) - LN2_HI rounded (computed with mpmath at 200 bits).
+LN2_HI = float.fromhex("0x1.62e42fefa3800p-1")
+LN2_LO = float.fromhex("0x1.ef35793c76730p-45")
+#: ln(2) - LN2_HI - LN2_LO rounded (mpmath, 300 bits): the inverse's reduction next to its root.
+LN2_LO2 = float.fromhex("0x1.f97b57a079a19p-103")
+#: 1/ln(2) rounded to double: only picks k, any error moves r by a few ulps inside the reduced range.
+INV_LN2 = float.fromhex("0x1.71547652b82fep+0")
+#: 1.5 * 2**52: adding it rounds a double of magnitude < 2**51 to an integer (round-to-nearest).
+ROUND_SHIFT = float.fromhex("0x1.8p52")
+#: sqrt(2) - 1: where log(1 + t) switches from f = t (m = 0) to f = (t - 1) / 2 (m = 1), keeping
+#: 1 + f inside [1/sqrt(2), sqrt(2)].
+SQRT2_M1 = float.fromhex("0x1.a827999fcef34p-2")
+#: sqrt(2): scales the argument of the general log so its reduced mantissa lies in [1/sqrt2, sqrt2).
+SQRT2 = float.fromhex("0x1.6a09e667f3bcdp+0")
+
+#: Lower clamp of the exp argument: exp(-1100) underflows to 0 even through the two-step scaling,
+#: and k stays within [-1587, 0], inside the range 2**k1 * 2**k2 can represent.
+EXP_ARG_MIN = -1100.0
+#: Below this, log1p(t) == t to within t/2 < 2**-61 relative: return t itself (also keeps subnormal
+#: results exact instead of going through a division).
+TINY = float.fromhex("0x1p-60")
+#: A double-double value below this is scaled up by 2**SCALE_UP_EXP before its exponent is taken, so
+#: subnormal arguments of the general log are normalised.
+LOG_SCALE_BELOW = float.fromhex("0x1p-1000")
+SCALE_UP_EXP = 200
+#: At and above this z, softplus(z) == z and log(expm1(z)) == z to double precision
+#: (exp(-40) < ulp(40) / 2**10), so every kernel returns its input there: this keeps the result
+#: exact when beta*x overflows, and keeps exp/expm1 away from overflow.
+IDENTITY_ABOVE = 40.0
+
+#: exp(r) - 1 - r = r**2 * (EXP_C[0] + EXP_C[1]*r + ...): Taylor, 1/(n+2)!. 13 terms: the first
+#: omitted term r**15/15! < 2**-63 for |r| <= ln2/2, below the 2**-56 budget of the double-double
+#: path. EXP_C32 (7 terms, first omitted r**9/9! < 2**-32) serves float32 evaluated in double,
+#: where any error below 2**-30 keeps the result within 0.5 + 2**-6 ulp of float32.
+EXP_C = tuple(1.0 / math.factorial(n) for n in range(2, 15))
+EXP_C32 = EXP_C[:7]
+
+#: atanh(s)/s - 1 = s**2 * (LOG_C[0] + LOG_C[1]*s**2 + ...): Taylor, 1/(2j+3). 11 terms: first
+#: omitted s**24/25 < 2**-60 (relative to s) for |s| <= 0.1716. LOG_C32 (5 terms): s**12/13 < 2**-34.
+LOG_C = tuple(1.0 / (2 * j + 3) for j in range(11))
+LOG_C32 = LOG_C[:5]
