@@ -1,0 +1,197 @@
+"""Accuracy of every compiled backend in ULPs, against references that share no code with them.
+
+* float32: every one of the 2**32 bit patterns, for softplus and softplus_grad (the issue's
+  exhaustive bound). The reference is the textbook stable formula evaluated by NumPy in float64,
+  whose error (~2**-51 relative) is far below the float32 ulp, so the measured error is exact to
+  ~2**-28 ulp. Chunks are split over two threads (NumPy releases the GIL).
+* float64: >= 1e7 random and edge samples against np.longdouble (x87 80-bit, 2**-64 relative),
+  and mpmath where long double itself cancels (the inverse next to its root z = ln2).
+
+The bound is 1.0 ulp (the kernels are designed for < 0.76); for a beta that is not a power of two,
+beta*x and the final division by beta each round once more, so 2 ulp is allowed there.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+
+import numpy as np
+import pytest
+
+import fastsoftplus as fsp
+
+COMPILED = [b for b in fsp.available_backends() if b != "numpy"]
+pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend is available")
+LD = np.longdouble
+HAVE_LONG_DOUBLE = np.finfo(LD).nmant >= 63
+
+
+def ulp_error(got: np.ndarray, ref: np.ndarray, dtype) -> np.ndarray:
+    """|got - ref| in units of the ulp of ref rounded to dtype (subnormal spacing at the bottom).
+
+    NaN where exactly one of the two is NaN; 0 where they are equal (infinities included)."""
+    dtype = np.dtype(dtype)
+    wide = LD if dtype == np.float64 else np.float64
+    r = ref.astype(dtype)
+    spacing = np.maximum(np.spacing(np.abs(r)).astype(wide), wide(np.finfo(dtype).smallest_subnormal))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = (np.abs(got.astype(wide) - ref.astype(wide)) / spacing).astype(np.float64)
+    same = (got.astype(wide) == ref.astype(wide)) | (np.isnan(got) & np.isnan(ref))
+    err[same] = 0.0
+    return err
+
+
+def ref_f64_formula(func: str, z: np.ndarray) -> np.ndarray:
+    """softplus / sigmoid of a float64 z by the stable textbook formulas (no threshold)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if func == "softplus":
+            return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+        t = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0 / (1.0 + t), t / (1.0 + t))
+
+
+def ref_f32(func: str, x: np.ndarray, beta: float = 1.0, threshold: float = 20.0) -> np.ndarray:
+    """Thresholded reference for float32 x, in float64: threshold decided on the float32 product."""
+    b = np.float32(beta)
+    with np.errstate(over="ignore"):
+        cut = (x * b) > np.float32(threshold)
+    y = ref_f64_formula(func, x.astype(np.float64) * np.float64(b))
+    if func == "softplus":
+        y = y / np.float64(b)
+        return np.where(cut, x.astype(np.float64), y)
+    return np.where(cut, 1.0, y)
+
+
+CHUNK = 1 << 24
+
+
+def _check_f32_chunk(start: int, func: str) -> dict[str, tuple[float, int]]:
+    x = np.arange(start, start + CHUNK, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ref = ref_f32(func, x)
+    out = {}
+    for backend in COMPILED:
+        y = getattr(fsp, func)(x, backend=backend)
+        err = ulp_error(y, ref, np.float32)
+        worst = int(np.nanargmax(err)) if not np.isnan(err).all() else 0
+        out[backend] = (float(np.nanmax(err)), int(np.isnan(err).sum()), float(x[worst]))
+    return out
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("func", ["softplus", "softplus_grad"])
+def test_float32_exhaustive(func):
+    worst: dict[str, tuple[float, int, float]] = {b: (0.0, 0, 0.0) for b in COMPILED}
+    with cf.ThreadPoolExecutor(2) as pool:
+        for res in pool.map(lambda s: _check_f32_chunk(s, func), range(0, 1 << 32, CHUNK)):
+            for b, (e, nans, at) in res.items():
+                w = worst[b]
+                worst[b] = (max(w[0], e), w[1] + nans, at if e > w[0] else w[2])
+    for b, (e, nans, at) in worst.items():
+        assert nans == 0, f"{b}: {nans} NaN mismatches"
+        assert e <= 1.0, f"{b}: {func} float32 max error {e:.3f} ulp at x={at!r}"
+
+
+def f64_samples(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = n // 6
+    edges = np.array([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e-300, -1e-300,
+                      20.0, np.nextafter(20.0, 21), 40.0, np.nextafter(40.0, 0), -708.4, -709.8,
+                      -744.4, -745.2, 1e308, -1e308, 1.0, -1.0, math.log(2)])
+    return np.concatenate([
+        rng.uniform(-800, 800, m), rng.standard_normal(m) * 30, -np.exp(rng.uniform(-40, 6.6, m)),
+        np.exp(rng.uniform(-745, 3.7, m)), -np.exp(rng.uniform(-745, 6.6, m)),
+        rng.uniform(-50, 50, n - 5 * m), edges])
+
+
+def ref_f64(func: str, x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
+    """Thresholded reference in long double; z = beta*x rounded to float64 as the contract says."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        z = x * beta
+        zl = z.astype(LD)
+        cut = z > threshold
+        if func == "softplus":
+            y = (np.maximum(zl, 0) + np.log1p(np.exp(-np.abs(zl)))) / LD(beta)
+            return np.where(cut | (z >= 40), x.astype(LD), y)  # >= 40: exact softplus is x
+        t = np.exp(-np.abs(zl))
+        y = np.where(zl >= 0, 1 / (1 + t), t / (1 + t))
+        return np.where(cut, LD(1), y)
+
+
+@pytest.mark.skipif(not HAVE_LONG_DOUBLE, reason="needs an 80-bit long double reference")
+@pytest.mark.parametrize("func", ["softplus", "softplus_grad"])
+def test_float64_sampled(func):
+    x = f64_samples(10**7)
+    ref = ref_f64(func, x, 1.0, 20.0)
+    for backend in COMPILED:
+        err = ulp_error(getattr(fsp, func)(x, backend=backend), ref, np.float64)
+        assert not np.isnan(err).any(), backend
+        assert err.max() <= 1.0, f"{backend}: {func} max {err.max():.3f} ulp at x={x[err.argmax()]!r}"
+
+
+@pytest.mark.skipif(not HAVE_LONG_DOUBLE, reason="needs an 80-bit long double reference")
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 10.0])
+@pytest.mark.parametrize("threshold", [20.0, 1.0, None])
+@pytest.mark.parametrize("func", ["softplus", "softplus_grad"])
+def test_beta_threshold(func, beta, threshold):
+    thr = math.inf if threshold is None else threshold
+    bound = 1.0 if math.log2(beta).is_integer() else 2.0  # beta*x and /beta round otherwise
+    x64 = f64_samples(6 * 10**5, seed=1)
+    x32 = np.random.default_rng(2).standard_normal(10**6).astype(np.float32) * np.float32(30)
+    ref64 = ref_f64(func, x64, beta, thr)
+    ref32 = ref_f32(func, x32, beta, thr)
+    for backend in COMPILED:
+        f = getattr(fsp, func)
+        e64 = ulp_error(f(x64, beta, threshold, backend=backend), ref64, np.float64)
+        e32 = ulp_error(f(x32, beta, threshold, backend=backend), ref32, np.float32)
+        assert not np.isnan(e64).any() and not np.isnan(e32).any(), backend
+        assert e64.max() <= bound, f"{backend} f64: {e64.max():.3f} ulp at {x64[e64.argmax()]!r}"
+        assert e32.max() <= bound, f"{backend} f32: {e32.max():.3f} ulp at {x32[e32.argmax()]!r}"
+
+
+def test_inverse_near_root_and_tiny():
+    """log(expm1(z)) next to its root ln2 and for tiny/subnormal z, against mpmath at 200 bits."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.prec = 200
+    ln2 = math.log(2)
+    x = np.concatenate([ln2 + np.arange(-200, 201) * 2.0**-53, ln2 * (1 + np.linspace(-1e-6, 1e-6, 400)),
+                        [5e-324, 1e-310, 1e-200, 1e-20, 1e-8, 0.1, 1.0, 5.0, 39.9]])
+    exact = [mp.log(mp.expm1(mp.mpf(float(v)))) for v in x]
+    for backend in COMPILED:
+        y = fsp.softplus_inverse(x, threshold=None, backend=backend)
+        for v, got, want in zip(x, y, exact):
+            r = float(want)
+            err = abs(mp.mpf(float(got)) - want) / max(float(np.spacing(abs(r))), 5e-324)
+            assert err <= 1.0, f"{backend}: inverse({v!r}) = {got!r}, exact {r!r}: {float(err):.2f} ulp"
+
+
+def test_subnormal_results_not_flushed():
+    """Results below the smallest normal are computed, not flushed to zero (mpmath reference)."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.prec = 200
+    x64 = np.linspace(-744.0, -708.5, 301)
+    x32 = np.linspace(-103.0, -87.5, 301).astype(np.float32)
+    for backend in COMPILED:
+        for x, dt in [(x64, np.float64), (x32, np.float32)]:
+            y = fsp.softplus(x, backend=backend)
+            g = fsp.softplus_grad(x, backend=backend)
+            assert (y > 0).all() and (g > 0).all(), backend
+            for v, a, b in zip(x[::10], y[::10], g[::10]):
+                e = mp.exp(mp.mpf(float(v)))
+                tiny = float(np.finfo(dt).smallest_subnormal)
+                assert abs(mp.mpf(float(a)) - mp.log1p(e)) <= tiny, (backend, v)
+                assert abs(mp.mpf(float(b)) - e / (1 + e)) <= tiny, (backend, v)
+
+
+def test_backends_agree_float32_sample():
+    """The compiled backends run one algorithm: they agree within 1 ulp (here: every 251st
+    float32 bit pattern, all four functions)."""
+    if len(COMPILED) < 2:
+        pytest.skip("needs two compiled backends")
+    x = np.arange(0, 1 << 32, 251, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    g = np.float32(0.75)
+    for func in ["softplus", "softplus_grad", "softplus_inverse", "softplus_backward"]:
+        f = getattr(fsp, func)
+        args = (g, x) if func == "softplus_backward" else (x,)
+        ys = [f(*args, backend=b) for b in COMPILED]
+        err = ulp_error(ys[1], ys[0].astype(np.float64), np.float32)
+        assert not np.isnan(err).any() and err.max() <= 1.0, (func, err.max())
