@@ -1,0 +1,70 @@
+"""Shared fixtures: ``backend`` (every available backend), ULP assertion, isolation of the
+process-global settings, opt-in exhaustive tests, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import fastsoftplus
+from fastsoftplus import _dispatch, _threads
+
+import arrays
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    # deadline off: the first example may compile a numba kernel. "ci": more examples.
+    settings.register_profile("default", deadline=None, max_examples=100,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("ci", deadline=None, max_examples=400,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # test_properties skips itself
+    pass
+
+BACKENDS = fastsoftplus.available_backends()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-exhaustive", action="store_true",
+                     help="run the tests marked exhaustive (bit-pattern sweeps; minutes)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-exhaustive"):
+        return
+    skip = pytest.mark.skip(reason="exhaustive: run with --run-exhaustive")
+    for item in items:
+        if "exhaustive" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    reasons = _dispatch.unavailable_reasons()
+    lines = [f"fastsoftplus {fastsoftplus.__version__}: backends {', '.join(BACKENDS)}"]
+    lines += [f"  unavailable {n}: {r}" for n, r in reasons.items()]
+    return lines
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each available backend by name."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_settings():
+    """Undo set_backend()/set_num_threads() made by a test, whatever its outcome."""
+    saved_backend = (_dispatch._global_default, _dispatch._global_source)
+    saved_threads = _threads._num_threads
+    yield
+    _dispatch._global_default, _dispatch._global_source = saved_backend
+    _threads._num_threads = saved_threads
+
+
+@pytest.fixture
+def assert_ulp():
+    """``arrays.assert_ulp(actual, expected, max_ulp, inputs=..., what=...)``."""
+    return arrays.assert_ulp
