@@ -1,0 +1,307 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""Compiled core of the "cython" backend: NumPy ufuncs over SIMD loops, ISA and thread control.
+
+Use it through ``fastsoftplus._cython`` (the backend module) or ``fastsoftplus.ufuncs``.
+
+ISA variants: the loops are compiled for AVX-512 ("avx512", x86-64-v4), AVX2+FMA ("avx2",
+x86-64-v3) and baseline x86-64 ("baseline"); only "baseline" (portable C) on other platforms. At
+import the best variant this CPU supports is chosen. The environment variable
+``FASTSOFTPLUS_SIMD=avx512|avx2|baseline`` (read at import) asks for a variant: a request the CPU
+cannot run, or an unknown value, gives a ``RuntimeWarning`` and the best variant at or below the
+request (or the automatic choice) is used instead - the import never fails over it.
+
+Threads: OpenMP (when the compiler had it) over contiguous ranges, from ``PARALLEL_MIN_N``
+elements per inner-loop call on; the ufuncs use the process-wide count of
+``set_num_threads``; ``run()`` takes its own count for one call. A forked child never enters
+OpenMP (libgomp is not fork-safe): an ``os.register_at_fork`` hook makes it serial.
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
+cnp.import_ufunc()
+
+
+cdef extern from "fsp_loops.h":
+    int FSP_BLOCK
+    int FSP_PARALLEL_MIN_N
+    int FSP_PARALLEL_GRAIN
+    int FSP_MAX_THREADS
+    int FSP_NUFUNC_LOOPS
+    ctypedef void (*fsp_ufunc_loop_fn)(char **, cnp.npy_intp *, cnp.npy_intp *, void *)
+    fsp_ufunc_loop_fn *fsp_ufunc_funcs(int func)
+    void **fsp_ufunc_data(int func)
+    char *fsp_ufunc_types(int func)
+    int fsp_ufunc_nin(int func)
+    int fsp_nvariants()
+    const char *fsp_variant_name(int v)
+    int fsp_variant_supported(int v)
+    int fsp_get_variant()
+    void fsp_set_variant(int v)
+    void fsp_tls_set(int nthreads, int variant)
+    int fsp_tls_nthreads()
+    int fsp_tls_variant()
+    void fsp_set_num_threads(int n)
+    int fsp_get_num_threads()
+    void fsp_set_serial_only(int on)
+    int fsp_get_serial_only()
+    int fsp_have_openmp()
+
+
+#: Elements per block of the strided path (stack buffers).
+BLOCK = FSP_BLOCK
+#: No threads below this many elements per inner-loop call (provisional, see fsp_loops.h).
+PARALLEL_MIN_N = FSP_PARALLEL_MIN_N
+#: Minimum elements per thread.
+PARALLEL_GRAIN = FSP_PARALLEL_GRAIN
+#: Upper bound on the threads of one call.
+MAX_THREADS = FSP_MAX_THREADS
+#: True when built with OpenMP.
+openmp = bool(fsp_have_openmp())
+#: Every variant compiled in, best first.
+VARIANTS = tuple(fsp_variant_name(i).decode() for i in range(fsp_nvariants()))
+
+ENV_SIMD = "FASTSOFTPLUS_SIMD"
+
+FUNCS = ("softplus", "softplus_grad", "softplus_backward", "softplus_inverse")
+
+_DOCS = {
+    "softplus": """Softplus, as torch.nn.functional.softplus.
+
+softplus(x, beta, threshold) = x where beta*x > threshold, else log1p(exp(beta*x)) / beta,
+computed stably (no overflow: threshold=inf gives the exact softplus everywhere).
+
+Parameters
+----------
+x : array_like
+beta : array_like
+    Scale, > 0.
+threshold : array_like
+    Linear above beta*x > threshold; math.inf for no cut-off.
+
+Returns
+-------
+y : ndarray
+    float16/float32/float64 as the input (float16 is computed in float32).
+""",
+    "softplus_grad": """Derivative of softplus with respect to x.
+
+softplus_grad(x, beta, threshold) = 1 where beta*x > threshold, else sigmoid(beta*x).
+
+Parameters
+----------
+x : array_like
+beta : array_like
+    Scale, > 0.
+threshold : array_like
+    math.inf for no cut-off.
+
+Returns
+-------
+dydx : ndarray
+""",
+    "softplus_backward": """Backward pass of softplus: grad_output * softplus_grad(x), fused.
+
+Parameters
+----------
+grad_output : array_like
+x : array_like
+beta : array_like
+    Scale, > 0.
+threshold : array_like
+    math.inf for no cut-off.
+
+Returns
+-------
+grad_input : ndarray
+""",
+    "softplus_inverse": """Inverse of softplus.
+
+softplus_inverse(y, beta, threshold) = y where beta*y > threshold, else
+log(expm1(beta*y)) / beta; NaN for y <= 0.
+
+Parameters
+----------
+y : array_like
+beta : array_like
+    Scale, > 0.
+threshold : array_like
+    math.inf for no cut-off.
+
+Returns
+-------
+x : ndarray
+""",
+}
+
+# PyUFunc_FromFuncAndData keeps the name and doc pointers: the bytes must live as long as the
+# ufuncs (the module's lifetime).
+_KEEPALIVE = []
+
+
+cdef object _make_ufunc(int func, str name):
+    name_b = name.encode()
+    doc_b = _DOCS[name].encode()
+    _KEEPALIVE.append((name_b, doc_b))
+    return cnp.PyUFunc_FromFuncAndData(
+        <cnp.PyUFuncGenericFunction *>fsp_ufunc_funcs(func), fsp_ufunc_data(func),
+        fsp_ufunc_types(func), FSP_NUFUNC_LOOPS, fsp_ufunc_nin(func), 1, cnp.PyUFunc_None,
+        <char *>name_b, <char *>doc_b, 0)
+
+
+softplus = _make_ufunc(0, "softplus")
+softplus_grad = _make_ufunc(1, "softplus_grad")
+softplus_backward = _make_ufunc(2, "softplus_backward")
+softplus_inverse = _make_ufunc(3, "softplus_inverse")
+
+#: The four ufuncs keyed by function name.
+UFUNCS = {"softplus": softplus, "softplus_grad": softplus_grad,
+          "softplus_backward": softplus_backward, "softplus_inverse": softplus_inverse}
+
+
+# ---- ISA variants ------------------------------------------------------------------------------
+
+def supported_simd():
+    """Return the compiled variants this CPU can run, best first (always ends with "baseline")."""
+    return tuple(name for i, name in enumerate(VARIANTS) if fsp_variant_supported(i))
+
+
+def get_simd():
+    """Return the name of the variant the ufuncs use."""
+    return VARIANTS[fsp_get_variant()]
+
+
+cdef int _variant_index(name) except -2:
+    """Index of a supported variant; ValueError naming the choices otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"simd must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in VARIANTS:
+        raise ValueError(f"unknown SIMD variant {name!r}; compiled variants: "
+                         f"{', '.join(VARIANTS)}")
+    i = VARIANTS.index(key)
+    if not fsp_variant_supported(i):
+        raise ValueError(f"SIMD variant {key!r} is not supported by this CPU; supported: "
+                         f"{', '.join(supported_simd())}")
+    return i
+
+
+def set_simd(name):
+    """Make the ufuncs use variant `name` (one of ``supported_simd()``); process-wide.
+
+    Meant for tests and benchmarks. Raises ``ValueError`` for an unknown or unsupported variant.
+    """
+    fsp_set_variant(_variant_index(name))
+
+
+def _select_at_import():
+    best = supported_simd()[0]
+    request = os.environ.get(ENV_SIMD, "").strip().lower()
+    if request in ("", "auto"):
+        return best
+    if request not in ("avx512", "avx2", "baseline"):
+        warnings.warn(f"{ENV_SIMD}={request!r} is not one of avx512, avx2, baseline, auto; "
+                      f"using {best!r}", RuntimeWarning, stacklevel=2)
+        return best
+    if request in VARIANTS and fsp_variant_supported(VARIANTS.index(request)):
+        return request
+    # Not compiled in (non-x86 build) or not supported by this CPU: the best one below it.
+    order = ("avx512", "avx2", "baseline")
+    lower = [v for v in supported_simd() if order.index(v) > order.index(request)]
+    chosen = lower[0] if lower else "baseline"
+    warnings.warn(f"{ENV_SIMD}={request!r} is not available on this machine (supported: "
+                  f"{', '.join(supported_simd())}); using {chosen!r}", RuntimeWarning,
+                  stacklevel=2)
+    return chosen
+
+
+fsp_set_variant(VARIANTS.index(_select_at_import()))
+
+
+# ---- threads -----------------------------------------------------------------------------------
+
+def _usable_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n):
+    """Set the thread count of the ufuncs (process-wide); any integer >= 1.
+
+    ``fastsoftplus.set_num_threads`` forwards here. Counts above ``MAX_THREADS`` are cut to it
+    at run time; each thread gets at least ``PARALLEL_GRAIN`` elements.
+    """
+    if isinstance(n, bool) or not hasattr(type(n), "__index__"):
+        raise TypeError(f"n must be an integer >= 1, got {type(n).__name__}")
+    n = n.__index__()
+    if n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n}")
+    fsp_set_num_threads(min(n, 2**31 - 1))
+
+
+def get_num_threads():
+    """Return the thread count of the ufuncs (default: the usable cores)."""
+    return fsp_get_num_threads()
+
+
+def serial_only():
+    """True in a forked child (of a process that had this module loaded): OpenMP is off."""
+    return bool(fsp_get_serial_only())
+
+
+def _after_fork_in_child():
+    # libgomp's thread pool does not survive fork(): a child entering a parallel region after the
+    # parent used one hangs. The child computes serially from now on.
+    fsp_set_serial_only(1)
+
+
+fsp_set_num_threads(_usable_cores())
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---- one call with explicit threads / variant --------------------------------------------------
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def run(str func, tuple arrays, out, double beta, double threshold, int nthreads, simd=None):
+    """Compute ``func(*arrays, beta, threshold)`` into `out` through the ufunc.
+
+    `nthreads` (and `simd`, a name from ``supported_simd()``, if given) apply to this call only:
+    they are per-OS-thread overrides set around the ufunc call, so concurrent calls from other
+    Python threads are not affected. `out` must be float32 or float64; the arrays broadcast to it.
+    beta and threshold are rounded to out's precision here (a C conversion: out-of-range values
+    become inf without a NumPy overflow warning).
+    """
+    cdef int variant = -1
+    cdef int old_n, old_v
+    cdef float b32, t32
+    uf = UFUNCS[func]
+    if simd is not None:
+        variant = _variant_index(simd)
+    dt = out.dtype
+    if dt == _F32:
+        b32 = <float>beta
+        t32 = <float>threshold
+        b = np.float32(b32)
+        t = np.float32(t32)
+    elif dt == _F64:
+        b = np.float64(beta)
+        t = np.float64(threshold)
+    else:
+        raise TypeError(f"out must be float32 or float64, got {dt}")
+    old_n = fsp_tls_nthreads()
+    old_v = fsp_tls_variant()
+    fsp_tls_set(nthreads if nthreads > 0 else 1, variant)
+    try:
+        uf(*arrays, b, t, out=out)
+    finally:
+        fsp_tls_set(old_n, old_v)

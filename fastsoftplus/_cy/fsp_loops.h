@@ -1,0 +1,70 @@
+/* Interface of fsp_loops.c to the Cython module _ext.pyx: ufunc loops, ISA variants, threads.
+ *
+ * Function indices: 0 softplus, 1 softplus_grad, 2 softplus_backward, 3 softplus_inverse.
+ * Loop order in each ufunc: "eff->e", "eee->e", "fff->f", "ddd->d" (backward: one more input).
+ */
+#ifndef FSP_LOOPS_H
+#define FSP_LOOPS_H
+
+#include <numpy/npy_common.h>
+#include "_constants.h"
+
+/* Elements per block of the strided path: each block is gathered into a stack buffer, computed by
+ * the contiguous SIMD loop, and scattered. 256 keeps the buffers (up to 4 x 2 KiB for float64)
+ * in L1 and small enough for any thread stack; larger blocks gain nothing measurable. */
+#ifndef FSP_BLOCK
+#define FSP_BLOCK 256
+#endif
+
+/* No OpenMP below this many elements per ufunc inner-loop call (PROVISIONAL: to be measured
+ * by the performance issue; the start/join of a parallel region costs a few microseconds). */
+#ifndef FSP_PARALLEL_MIN_N
+#define FSP_PARALLEL_MIN_N 65536
+#endif
+
+/* Each thread gets at least this many elements (fewer threads than requested otherwise). */
+#ifndef FSP_PARALLEL_GRAIN
+#define FSP_PARALLEL_GRAIN 16384
+#endif
+
+/* Upper bound on the threads of one parallel region, whatever set_num_threads says: libgomp
+ * aborts the process when it cannot create a thread, so absurd counts are cut here. */
+#ifndef FSP_MAX_THREADS
+#define FSP_MAX_THREADS 256
+#endif
+
+#define FSP_NFUNC 4
+#define FSP_NLOOPS 3          /* computing types: float16 (via float32), float32, float64 */
+#define FSP_NUFUNC_LOOPS 4    /* registered loops: eff->e, eee->e, fff->f, ddd->d (4 inputs
+                                 for backward) */
+
+typedef void (*fsp_ufunc_loop_fn)(char **args, npy_intp const *dims, npy_intp const *steps,
+                                  void *data);
+
+/* Arrays for PyUFunc_FromFuncAndData (static storage). */
+fsp_ufunc_loop_fn *fsp_ufunc_funcs(int func);
+void **fsp_ufunc_data(int func);
+char *fsp_ufunc_types(int func);
+int fsp_ufunc_nin(int func);
+
+/* ISA variants compiled in, best first (x86-64 GCC: "avx512", "avx2", "baseline"; else only
+ * "baseline"). */
+int fsp_nvariants(void);
+const char *fsp_variant_name(int v);
+int fsp_variant_supported(int v);   /* 1 if this CPU (and OS) can run variant v */
+int fsp_get_variant(void);          /* process-wide variant used by the ufuncs */
+void fsp_set_variant(int v);
+
+/* Per-OS-thread overrides for one call (fastsoftplus._cython.run): nthreads <= 0 and variant < 0
+ * mean "use the process-wide value". */
+void fsp_tls_set(int nthreads, int variant);
+int fsp_tls_nthreads(void);
+int fsp_tls_variant(void);
+
+void fsp_set_num_threads(int n);
+int fsp_get_num_threads(void);
+void fsp_set_serial_only(int on);   /* set in a forked child: libgomp must not be entered */
+int fsp_get_serial_only(void);
+int fsp_have_openmp(void);
+
+#endif /* FSP_LOOPS_H */
