@@ -46,6 +46,7 @@ cdef extern from "fsp_loops.h":
     void fsp_tls_set(int nthreads, int variant)
     int fsp_tls_nthreads()
     int fsp_tls_variant()
+    int fsp_last_team_size()
     void fsp_set_num_threads(int n)
     int fsp_get_num_threads()
     void fsp_set_serial_only(int on)
@@ -305,3 +306,13 @@ def run(str func, tuple arrays, out, double beta, double threshold, int nthreads
         uf(*arrays, b, t, out=out)
     finally:
         fsp_tls_set(old_n, old_v)
+
+
+def _set_serial_only(on):
+    """Testing hook: force (or lift) the forked-child serial mode in this process."""
+    fsp_set_serial_only(1 if on else 0)
+
+
+def _last_team_size():
+    """Testing hook: threads that ran the last inner-loop call made from this OS thread."""
+    return fsp_last_team_size()

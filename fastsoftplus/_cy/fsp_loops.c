@@ -140,6 +140,7 @@ static volatile int fsp_num_threads = 1;
 static volatile int fsp_serial_only = 0;
 static FSP_TLS int fsp_tls_nthreads_v = 0;
 static FSP_TLS int fsp_tls_variant_v = -1;
+static FSP_TLS int fsp_tls_last_team = 0;   /* threads of this OS thread's last loop call */
 
 int fsp_get_variant(void) { return fsp_global_variant; }
 
@@ -156,6 +157,7 @@ void fsp_tls_set(int nthreads, int variant)
 }
 int fsp_tls_nthreads(void) { return fsp_tls_nthreads_v; }
 int fsp_tls_variant(void) { return fsp_tls_variant_v; }
+int fsp_last_team_size(void) { return fsp_tls_last_team; }
 
 void fsp_set_num_threads(int n) { fsp_num_threads = n < 1 ? 1 : n; }
 int fsp_get_num_threads(void) { return fsp_num_threads; }
@@ -200,6 +202,8 @@ static void fsp_run(fsp_range_fn fn, char **args, const npy_intp *steps, npy_int
                     fn(args, steps, s, e);
                 if (t != 0)  /* a worker's flags are never read, but leave its state clean */
                     feclearexcept(FE_ALL_EXCEPT);
+                else
+                    fsp_tls_last_team = (int)tn;
             }
             return;
         }
@@ -207,6 +211,7 @@ static void fsp_run(fsp_range_fn fn, char **args, const npy_intp *steps, npy_int
 #else
     (void)nthreads;
 #endif
+    fsp_tls_last_team = 1;
     fn(args, steps, 0, n);
 }
 

@@ -60,6 +60,7 @@ void fsp_set_variant(int v);
 void fsp_tls_set(int nthreads, int variant);
 int fsp_tls_nthreads(void);
 int fsp_tls_variant(void);
+int fsp_last_team_size(void);       /* threads used by this OS thread's last inner-loop call */
 
 void fsp_set_num_threads(int n);
 int fsp_get_num_threads(void);
