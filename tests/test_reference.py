@@ -409,8 +409,8 @@ def _mp_exact(mp, func, x, beta, g=None):
         return mp.log1p(mp.exp(z)) / b
     if func == "softplus_grad":
         return 1 / (1 + mp.exp(-z))
-    if func == "softplus_backward":
-        return mp.mpf(g) / (1 + mp.exp(-z))
+    if func == "softplus_backward":  # g * (sigmoid rounded to float64): see _reference
+        return mp.mpf(g) * mp.mpf(float(1 / (1 + mp.exp(-z))))
     return mp.log(mp.expm1(z)) / b
 
 
