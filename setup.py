@@ -3,7 +3,8 @@
 Metadata lives in pyproject.toml; this file only adds the extension. The extension is optional:
 when Cython, NumPy's headers or a C compiler is missing, or the build fails, the install still
 succeeds (a warning says why) and the package runs on its other backends.
-Set ``FASTSOFTPLUS_REQUIRE_EXTENSION=1`` to make a failed build an error instead (CI).
+Set ``FASTSOFTPLUS_REQUIRE_EXTENSION=1`` to make a failed build an error instead (CI), and
+``FASTSOFTPLUS_NO_OPENMP=1`` to build without OpenMP (to test the single-threaded build).
 
 Build in place:  ``python setup.py build_ext --inplace``  or  ``pip install -e . --no-build-isolation``.
 
@@ -32,6 +33,7 @@ CY_DIR = os.path.join("fastsoftplus", "_cy")
 CONSTANTS_PY = os.path.join(HERE, "fastsoftplus", "_constants.py")
 CONSTANTS_H = os.path.join(HERE, CY_DIR, "_constants.h")
 REQUIRE_ENV = "FASTSOFTPLUS_REQUIRE_EXTENSION"
+NO_OPENMP_ENV = "FASTSOFTPLUS_NO_OPENMP"  # =1: build single-threaded even if OpenMP works
 
 # Flags that must never change IEEE semantics: -fno-math-errno (libm need not set errno) and
 # -fno-trapping-math (FP ops are assumed not to trap; values, inf, NaN and -0.0 are unchanged; the
@@ -165,7 +167,9 @@ class OptionalBuildExt(build_ext):
         if ctype == "unix":
             flags = [f for f in UNIX_FLAGS if self._accepts(f)]
             flags += [f for f in OPTIONAL_UNIX_FLAGS if self._accepts(f)]
-            if self._has_openmp(["-fopenmp"], ["-fopenmp"]):
+            if os.environ.get(NO_OPENMP_ENV, "") not in ("", "0"):
+                _warn(f"fastsoftplus: {NO_OPENMP_ENV} is set; building without OpenMP.")
+            elif self._has_openmp(["-fopenmp"], ["-fopenmp"]):
                 flags.append("-fopenmp")
                 link.append("-fopenmp")
             else:
@@ -173,7 +177,7 @@ class OptionalBuildExt(build_ext):
                       "the extension single-threaded.")
         elif ctype == "msvc":
             flags = ["/O2"]
-            if self._has_openmp(["/openmp"], []):
+            if os.environ.get(NO_OPENMP_ENV, "") in ("", "0") and self._has_openmp(["/openmp"], []):
                 flags.append("/openmp")
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + flags

@@ -27,9 +27,9 @@ import numpy as np
 NAME = "cython"
 
 try:
-    from fastsoftplus._cy import _ext
+    import fastsoftplus._cy._ext as _ext
 except ModuleNotFoundError as exc:
-    if exc.name != "fastsoftplus._cy._ext":
+    if exc.name not in ("fastsoftplus._cy", "fastsoftplus._cy._ext"):
         raise ImportError(f"the compiled extension fastsoftplus._cy._ext cannot be imported: "
                           f"{exc}") from exc
     raise ImportError(
