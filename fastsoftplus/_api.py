@@ -158,10 +158,15 @@ def _apply(func: str, inputs: tuple, names: tuple[str, ...], beta: Any, threshol
             ready.append(a)
         choice.module.run(func, tuple(ready), target, beta, threshold, choice.nthreads)
     if out is not None:
-        if not direct:
-            np.copyto(out, target, casting="unsafe")  # float16 or swapped byte order
+        if not direct:  # float16 or swapped byte order; rounding to float16 may over/underflow
+            with np.errstate(all="ignore"):
+                np.copyto(out, target, casting="unsafe")
         return out
-    result = target if rdt == cdt else target.astype(rdt)
+    if rdt == cdt:
+        result = target
+    else:
+        with np.errstate(all="ignore"):
+            result = target.astype(rdt)
     return result[()] if result.ndim == 0 else result
 
 

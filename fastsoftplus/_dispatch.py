@@ -70,8 +70,10 @@ _reasons: dict[str, str] = {}
 _UNSET = object()
 _global_default: object = _UNSET  # resolved from FASTSOFTPLUS_BACKEND at first use
 _global_source = BACKEND_ENV  # what set the global default: the environment or set_backend()
+_NO_OVERRIDE = "<no use_backend block>"
+# The use_backend() choice of this thread/context: _NO_OVERRIDE, a name, or None (automatic).
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "fastsoftplus_backend", default=None)
+    "fastsoftplus_backend", default=_NO_OVERRIDE)
 _auto_cache: tuple[str, str] | None = None
 
 
@@ -172,7 +174,7 @@ def get_backend() -> str | None:
         (``set_backend``, initially ``FASTSOFTPLUS_BACKEND``), else None.
     """
     name = _override.get()
-    return name if name is not None else _resolve_global()
+    return name if name is not _NO_OVERRIDE else _resolve_global()
 
 
 def set_backend(name: str | None) -> None:
@@ -256,14 +258,14 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
         mod = backend_module(name)
     else:
         name = _override.get()
-        if name is not None:
+        if name is not _NO_OVERRIDE:
             rule = "use_backend() in force"
         else:
             name = _resolve_global()
-            if name is not None:
-                rule = _global_source
+            rule = _global_source if name is not None else None
         if name is None:
-            name, rule = _auto(func, dtype, size, contiguous)
+            name, auto_rule = _auto(func, dtype, size, contiguous)
+            rule = auto_rule if rule is None else f"{rule}: {auto_rule}"
             mod = _modules[name]
         else:
             mod = backend_module(name, BACKEND_ENV if rule == BACKEND_ENV else "backend")
