@@ -1,8 +1,9 @@
 """The "cython" backend: ISA variants, layouts, float16, threads, fork, FP flags, ufunc plumbing.
 
 Accuracy proper lives in test_accuracy.py; here every variant is checked against the reference
-(``fastsoftplus._reference.evaluate``) within 1 ULP, and every non-contiguous path against the
-contiguous SIMD path bit for bit (they run the same loop over copied blocks).
+(``fastsoftplus._reference.evaluate``) within 1 ULP (backward: 2, see test_backends.py), and every
+non-contiguous path against the contiguous SIMD path bit for bit (they run the same loop over
+copied blocks).
 """
 
 from __future__ import annotations
@@ -116,12 +117,14 @@ def test_variant_vs_reference(simd, dtype, func, data):
     x = data[dtype]
     g = np.linspace(-3, 3, x.size).astype(dtype)
     # beta a power of two >= 1: beta*x is exact (subnormals too; overflow gives inf, handled
-    # exactly), so 1 ULP holds without a conditioning allowance
+    # exactly), so 1 ULP holds without a conditioning allowance. backward: 2, as in
+    # test_backends (g * grad rounds twice; the reference once).
+    allowed = 2.0 if func == "softplus_backward" else 1.0
     for beta, thr in ((1.0, 20.0), (2.0, math.inf), (4.0, 1.0)):
         ins = _inputs(func, x, g)
         got = _run(func, ins, beta, thr, simd=simd)
         want = evaluate(func, *ins, beta=beta, threshold=thr)
-        arrays.assert_ulp(got, want, 1.0, inputs={"x": x},
+        arrays.assert_ulp(got, want, allowed, inputs={"x": x},
                           what=f"{func} {np.dtype(dtype)} {simd} beta={beta} thr={thr}")
 
 
