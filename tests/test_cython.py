@@ -309,9 +309,9 @@ def test_thread_counts_give_identical_results(func, dtype, rng):
     one = _run(func, ins, 1.0, 20.0, nthreads=1)
     assert _ext._last_team_size() == 1
     grain_cap = BIG // _ext.PARALLEL_GRAIN
-    for nt in (2, 64):
+    for nt in (2, 64, 10 ** 12):  # absurd counts are cut (MAX_THREADS, grain), not refused
         _assert_same(_run(func, ins, 1.0, 20.0, nthreads=nt), one, f"contiguous nthreads={nt}")
-        assert _ext._last_team_size() == min(nt, grain_cap)  # threads really ran
+        assert _ext._last_team_size() == min(nt, grain_cap, _ext.MAX_THREADS)  # threads ran
     x2 = np.repeat(x, 2)[::2]  # strided: the chunked path, threaded
     ins2 = _inputs(func, x2, g)
     for nt in (1, 2, 64):

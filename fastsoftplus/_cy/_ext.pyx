@@ -273,7 +273,7 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
 
-def run(str func, tuple arrays, out, double beta, double threshold, int nthreads, simd=None):
+def run(str func, tuple arrays, out, double beta, double threshold, nthreads, simd=None):
     """Compute ``func(*arrays, beta, threshold)`` into `out` through the ufunc.
 
     `nthreads` (and `simd`, a name from ``supported_simd()``, if given) apply to this call only:
@@ -284,6 +284,7 @@ def run(str func, tuple arrays, out, double beta, double threshold, int nthreads
     """
     cdef int variant = -1
     cdef int old_n, old_v
+    cdef int nt = <int>min(max(nthreads.__index__(), 1), 2**31 - 1)
     cdef float b32, t32
     uf = UFUNCS[func]
     if simd is not None:
@@ -301,7 +302,7 @@ def run(str func, tuple arrays, out, double beta, double threshold, int nthreads
         raise TypeError(f"out must be float32 or float64, got {dt}")
     old_n = fsp_tls_nthreads()
     old_v = fsp_tls_variant()
-    fsp_tls_set(nthreads if nthreads > 0 else 1, variant)
+    fsp_tls_set(nt, variant)
     try:
         uf(*arrays, b, t, out=out)
     finally:

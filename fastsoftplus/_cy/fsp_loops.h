@@ -9,6 +9,10 @@
 #include <numpy/npy_common.h>
 #include "_constants.h"
 
+/* The tuning constants below are defaults: a constant of the same name without the FSP_ prefix in
+ * fastsoftplus/_constants.py (e.g. PARALLEL_MIN_N = 65536) reaches _constants.h as FSP_<NAME>
+ * and takes precedence, so the one source of truth can live there. */
+
 /* Elements per block of the strided path: each block is gathered into a stack buffer, computed by
  * the contiguous SIMD loop, and scattered. 256 keeps the buffers (up to 4 x 2 KiB for float64)
  * in L1 and small enough for any thread stack; larger blocks gain nothing measurable. */
