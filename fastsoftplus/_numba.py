@@ -94,6 +94,7 @@ _cache_note = ""
 _kernels: dict[tuple[str, str, str], Any] = {}  # (func, "ser"|"par", "f32"|"f64") -> dispatcher
 _ufuncs: dict[str, np.ufunc] = {}
 _where_ok: bool | None = None
+_keepalive: list = []  # numba objects owning the ufuncs' compiled loops
 
 
 def _reinit_after_fork() -> None:
@@ -516,7 +517,8 @@ def _enable_where(uf: np.ufunc) -> bool:
     Only when the struct read through ``_PyUFuncHead`` matches the ufunc's attributes and holds
     exactly numba's flags; returns whether ``where=`` is enabled.
     """
-    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
+    if (type(uf) is not np.ufunc or sys.implementation.name != "cpython"
+            or ctypes.sizeof(ctypes.c_void_p) != 8):
         return False
     head = _PyUFuncHead.from_address(id(uf))
     if (head.nin, head.nout, head.nargs, head.ntypes) != (uf.nin, uf.nout, uf.nargs, uf.ntypes):
@@ -556,6 +558,11 @@ def _get_ufunc(name: str) -> np.ufunc:
         # with Python-float beta/threshold must meet the float32 loop first.
         sigs = [f"{t}({', '.join([t] * nin)})" for t in ("float32", "float64")]
         uf = numba.vectorize(sigs, target=target, cache=bool(_cache_dir))(py)
+        if not isinstance(uf, np.ufunc):
+            # target="cpu" gives a DUFunc wrapping a real ufunc; keep the DUFunc alive (it owns
+            # the compiled loops) and hand out the ufunc (its loops are all compiled already).
+            _keepalive.append(uf)
+            uf = uf.ufunc
         uf.__module__ = __name__  # pickle finds it here without scanning sys.modules
         ok = _enable_where(uf)
         _where_ok = ok if _where_ok is None else (_where_ok and ok)
@@ -584,8 +591,7 @@ def _flat_views(arrays: tuple[np.ndarray, ...], out: np.ndarray) -> tuple[list, 
     """1-D views of the operands when one flat loop covers them; else None.
 
     Needs every operand of out's exact shape (no broadcasting), aligned, and all C- or all
-    F-contiguous (same element order in memory), and no input overlapping ``out`` unless it is
-    the very same memory (in place): a partially overlapping input would race between blocks.
+    F-contiguous (same element order in memory). Overlaps were removed by ``_detach_overlaps``.
     """
     if not out.flags.aligned:
         return None
@@ -596,17 +602,32 @@ def _flat_views(arrays: tuple[np.ndarray, ...], out: np.ndarray) -> tuple[list, 
     else:
         return None
     c_order = flat is _ravel_c
-    out_addr = out.__array_interface__["data"][0]
     views = []
     for a in arrays:
         if a.shape != out.shape or not a.flags.aligned:
             return None
         if not (a.flags.c_contiguous if c_order else a.flags.f_contiguous):
             return None
-        if a is not out and np.may_share_memory(a, out) and a.__array_interface__["data"][0] != out_addr:
-            return None
         views.append(flat(a))
     return views, flat(out)
+
+
+def _detach_overlaps(arrays: tuple[np.ndarray, ...], out: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Copy each input that overlaps ``out`` without being exactly ``out``'s view.
+
+    Exact aliasing (in place) is safe: every element is read, then written, by one thread. A
+    partial overlap is not: blocks run concurrently, and NumPy hands a numba *parallel* ufunc
+    overlapping 1-D buffers uncopied (it assumes one forward loop), which numba splits across
+    threads, so a thread can overwrite input another one has yet to read.
+    """
+    res = []
+    for a in arrays:
+        if a is not out and np.may_share_memory(a, out) and not (
+                a.shape == out.shape and a.strides == out.strides
+                and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]):
+            a = a.copy()
+        res.append(a)
+    return tuple(res)
 
 
 def _ravel_c(a: np.ndarray) -> np.ndarray:
@@ -642,6 +663,7 @@ def run(func: str, arrays: tuple[np.ndarray, ...], out: np.ndarray,
     with np.errstate(all="ignore"):  # a huge threshold rounds to inf in float32: intended
         b, t = scalar(beta), scalar(threshold)
     n = max(1, min(int(nthreads), numba.config.NUMBA_NUM_THREADS))
+    arrays = _detach_overlaps(arrays, out)
     flat = _flat_views(arrays, out)
     if flat is not None:
         ins, dst = flat
