@@ -21,7 +21,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ._constants import (
-    EXP_ARG_MIN, EXP_C, EXP_C32, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32,
+    EXP_ARG_MIN, EXP_C, EXP_LITE_ARG_MIN, EXP_C32, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32,
     LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
@@ -217,7 +217,8 @@ def softplus_f64(x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
     res = _softplus_dd(zs if zs < IDENTITY_ABOVE else 0.0) / beta
-    res = x if (zs > threshold or zs >= IDENTITY_ABOVE) else res
+    res = x if zs >= IDENTITY_ABOVE else res
+    res = x if zs > threshold else res
     return z if z != z else res
 
 
@@ -242,7 +243,8 @@ def backward_f64(g, x, beta, threshold):
 @njit(inline="always")
 def _inverse_dd(zs):
     """log(expm1(z)) for a non-NaN z; NaN for z <= 0 (y <= 0), z itself past IDENTITY_ABOVE."""
-    res = _log_expm1_dd(zs if 0.0 < zs < IDENTITY_ABOVE else 1.0)
+    w = zs if zs < IDENTITY_ABOVE else 1.0
+    res = _log_expm1_dd(w if zs > 0.0 else 1.0)
     res = zs if zs >= IDENTITY_ABOVE else res
     return res if zs > 0.0 else math.nan
 
@@ -252,7 +254,8 @@ def inverse_f64(y, beta, threshold):
     z = y * beta
     zs = _quiet(z)
     res = _inverse_dd(zs) / beta
-    res = y if (zs > threshold or zs >= IDENTITY_ABOVE) else res
+    res = y if zs >= IDENTITY_ABOVE else res
+    res = y if zs > threshold else res
     return z if z != z else res
 
 
@@ -261,24 +264,26 @@ def inverse_f64(y, beta, threshold):
 
 @njit(inline="always")
 def _exp_lite(a):
-    """exp(a) for a <= 0 in double, relative error < 2**-31 (enough for a float32 result)."""
-    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
+    """exp(a) for a <= 0 in double, relative error < 2**-31 (enough for a float32 result).
+
+    a is clamped at EXP_LITE_ARG_MIN, where exp is far below any float32, so 2**k stays normal and
+    is applied by adding k to the exponent bits (k << 52 is the low bits of kd_s shifted up)."""
+    a = a if a > EXP_LITE_ARG_MIN else EXP_LITE_ARG_MIN
     kd_s = fma(a, INV_LN2, ROUND_SHIFT)
     kd = kd_s - ROUND_SHIFT
-    k = _as_i64(kd_s) - _SHIFT_BITS
-    r = fma(-kd, LN2_HI, a) - kd * LN2_LO
-    s1, s2 = _pow2(k)
-    return (1.0 + fma(r * r, _horner(r, EXP_C32), r)) * s1 * s2
+    r = fma(-kd, LN2_LO, fma(-kd, LN2_HI, a))
+    v = 1.0 + fma(r * r, _horner(r, EXP_C32), r)
+    return _as_f64(_as_i64(v) + (_as_i64(kd_s) << 52))
 
 
 @njit(inline="always")
 def _softplus_lite(z):
     """softplus(z) in double to ~2**-31, for finite z < IDENTITY_ABOVE."""
     t = _exp_lite(-abs(z))
-    big = t > SQRT2_M1
-    s = (t - 1.0 if big else t) / (t + (3.0 if big else 2.0))
+    c = 1.0 if t > SQRT2_M1 else 0.0  # 1: log(1 + t) = ln2 + log1p((t - 1)/2), s = (t - 1)/(t + 3)
+    s = (t - c) / ((t + 2.0) + c)
     u = s * s
-    log1p_t = fma(2.0 * s * u, _horner(u, LOG_C32), 2.0 * s) + (_LN2 if big else 0.0)
+    log1p_t = fma(c, _LN2, fma(2.0 * s * u, _horner(u, LOG_C32), 2.0 * s))
     return (z if z > 0.0 else 0.0) + log1p_t
 
 
@@ -297,7 +302,8 @@ def softplus_f32(x, beta, threshold):
     b = np.float64(beta)
     zd = _quiet(np.float64(x) * b)
     res = np.float32(_softplus_lite(zd if zd < IDENTITY_ABOVE else 0.0) / b)
-    res = x if (_quiet(x * beta) > threshold or zd >= IDENTITY_ABOVE) else res
+    res = x if zd >= IDENTITY_ABOVE else res
+    res = x if _quiet(x * beta) > threshold else res
     return x if x != x else res
 
 
@@ -310,7 +316,10 @@ def grad_f32(x, beta, threshold):
 
 @njit(inline="always")
 def backward_f32(g, x, beta, threshold):
-    res = np.float32(np.float64(g) * _sigmoid_lite(_quiet(np.float64(x) * np.float64(beta))))
+    # sigmoid rounded to float32 first (as torch computes it), so g*0 stays NaN for g = inf; the
+    # product of two floats is then exact in double and rounds once.
+    sig = np.float32(_sigmoid_lite(_quiet(np.float64(x) * np.float64(beta))))
+    res = np.float32(np.float64(g) * np.float64(sig))
     res = g if _quiet(x * beta) > threshold else res
     return x if x != x else res
 
@@ -320,5 +329,6 @@ def inverse_f32(y, beta, threshold):
     b = np.float64(beta)
     zd = _quiet(np.float64(y) * b)
     res = np.float32(_inverse_dd(zd) / b)
-    res = y if (_quiet(y * beta) > threshold or zd >= IDENTITY_ABOVE) else res
+    res = y if zd >= IDENTITY_ABOVE else res
+    res = y if _quiet(y * beta) > threshold else res
     return y if y != y else res
