@@ -86,7 +86,7 @@ def _overrides_ufunc(obj: Any) -> bool:
 def _check_out(out: Any, shape: tuple, rdt: np.dtype) -> None:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype.newbyteorder("=") != rdt or out.dtype.kind != "f":
+    if out.dtype != rdt and (out.dtype.kind != "f" or out.dtype.newbyteorder("=") != rdt):
         raise TypeError(f"out has dtype {out.dtype} but the result has dtype {rdt}")
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape} but the result has shape {shape}")
@@ -320,4 +320,4 @@ def explain(x: ArrayLike, func: str = "softplus") -> str:
               "F-contiguous" if a.flags.f_contiguous else "strided")
     conv = f" (computed as {cdt})" if cdt != a.dtype else ""
     return (f"{c.name}: {c.rule}; {a.size} {a.dtype} elements{conv}, {layout}; "
-            f"{c.nthreads} thread{'s' if c.nthreads != 1 else ''} ({c.threads_rule})")
+            f"{c.nthreads} thread{'s' if c.nthreads != 1 else ''} ({_dispatch.threads_rule(a.size)})")

@@ -248,7 +248,6 @@ class Choice(NamedTuple):
     module: ModuleType
     nthreads: int
     rule: str  #: why this backend
-    threads_rule: str  #: why this many threads
 
 
 def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -> Choice:
@@ -269,11 +268,15 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
             mod = _modules[name]
         else:
             mod = backend_module(name, BACKEND_ENV if rule == BACKEND_ENV else "backend")
+    nthreads = 1 if size < PARALLEL_MIN_SIZE else get_num_threads()
+    return Choice(name, mod, nthreads, rule)
+
+
+def threads_rule(size: int) -> str:
+    """Why ``choose`` picks its thread count for ``size`` elements (for ``explain``)."""
     if size < PARALLEL_MIN_SIZE:
-        nthreads, why = 1, f"size {size} < PARALLEL_MIN_SIZE={PARALLEL_MIN_SIZE}"
-    else:
-        nthreads, why = get_num_threads(), "get_num_threads()"
-    return Choice(name, mod, nthreads, rule, why)
+        return f"size {size} < PARALLEL_MIN_SIZE={PARALLEL_MIN_SIZE}"
+    return "get_num_threads()"
 
 
 def ufunc_table() -> tuple[str, dict]:
