@@ -30,6 +30,13 @@ checking that layout against the ufunc's Python-visible attributes; ``where=`` t
 any ufunc. Where the check fails (an unknown NumPy layout) nothing is written and ``where=`` keeps
 failing with NumPy's message; ``info()["where"]`` says which case holds.
 
+Two more things hold for the raw parallel ufuncs (``run()`` takes care of both): NumPy hands a
+ufunc an input that partially overlaps its output (``uf(a[1:], ..., out=a[:-1])``) uncopied,
+trusting one forward loop, and numba splits that loop across threads, so such calls can give wrong
+values (run() copies such inputs first); and an IEEE flag raised inside the kernel (``beta*x``
+overflowing to inf, exp underflowing) surfaces as NumPy's usual RuntimeWarning even where the
+result is exact (run() computes under ``np.errstate(all="ignore")``).
+
 Disk cache. ``cache=True`` wherever numba finds a writable cache directory (``NUMBA_CACHE_DIR``,
 the package's ``__pycache__``, or the user cache directory); otherwise compilation is redone in
 each process. Numba only checks the freshness of the file that defines a function, so a cache

@@ -128,6 +128,7 @@ def test_simd_check_itself():
         assert_simd(libm, "libm")
 
 
+@pytest.mark.slow  # 16 uncached compiles: ~90 s on 2 cores
 @pytest.mark.skipif(not SIMD_CHECK_ENABLED, reason="SIMD_CHECK_ENABLED is off (see the module)")
 @pytest.mark.skipif(not _cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
 @pytest.mark.parametrize("mode", ["ser", "par"])
@@ -138,7 +139,12 @@ def test_kernels_vectorize(func, dtype, mode):
         nb._setup_threading()
         if not nb._parallel_ok:
             pytest.skip(f"no threading layer: {nb._layer}")
-    assert_simd(nb._get_kernel(func, mode, dtype), f"{func} {dtype} {mode}")
+    nb._register_kernels()
+    # compiled afresh, uncached: numba cannot show the assembly of code loaded from its cache
+    opts = {**nb._jit_options(False), "parallel": mode == "par"}
+    py = nb._renamed(nb._PY_KERNELS[func, mode], "_inspect")
+    disp = numba.njit([nb._kernel_signature(func, dtype)], **opts)(py)
+    assert_simd(disp, f"{func} {dtype} {mode}")
 
 
 # --- The ufuncs -------------------------------------------------------------------------------
@@ -450,7 +456,9 @@ def test_import_is_cheap_and_starts_nothing():
         import fastsoftplus._numba as m
         dt = time.perf_counter() - t0
         from numba.np.ufunc import parallel
+        info = m.info()  # reports the planned layer without starting the pool
         print(json.dumps({
+            "info_threads": [os_threads(), threading.active_count(), bool(parallel._is_initialized)],
             "seconds": dt, "os_threads": [before, os_threads()], "py_threads": threading.active_count(),
             "pool": bool(parallel._is_initialized), "kernels": len(m._kernels), "ufuncs": len(m._ufuncs),
             "attrs": [n for n in m.FUNCS + ("UFUNCS",) if n in vars(m)], "cache": m._cache_dir,
@@ -461,6 +469,7 @@ def test_import_is_cheap_and_starts_nothing():
     # numba's own import is ~0.2-0.3 s here; a compile would be seconds
     assert r["seconds"] < 1.0, r
     assert r["os_threads"][0] == r["os_threads"][1] and r["py_threads"] == 1, r
+    assert r["info_threads"] == [r["os_threads"][0], 1, False], r
     assert r == {**r, "pool": False, "kernels": 0, "ufuncs": 0, "attrs": [], "cache": None,
                  "layer": None}, r
 
