@@ -262,6 +262,9 @@ def softplus_backward(grad_output: ArrayLike, x: ArrayLike, beta: float = 1.0,
 
 softplus_backward.__doc__ = f"""``grad_output * softplus_grad(x)`` in one fused pass.
 
+    Exactly that product in the result's precision: where the derivative underflows to 0, an
+    infinite ``grad_output`` gives NaN (as PyTorch).
+
     Parameters
     ----------
     grad_output, x : array_like

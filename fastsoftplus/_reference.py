@@ -15,8 +15,9 @@ input precision, ``z = beta*x`` is computed in the input precision for the thres
 
 - softplus: ``max(x, 0) + log1p(exp(-|z|)) / beta``;
 - grad: the stable sigmoid ``1/(1+e)`` for ``z >= 0``, ``e/(1+e)`` below, ``e = exp(-|z|)``;
-- backward: ``g * s`` rounded once, ``s`` the sigmoid rounded to float64 (so ``inf * s`` is NaN
-  exactly where the float64 sigmoid underflows, z < -745.13, as in any float64 evaluation);
+- backward: ``g * grad`` with ``grad`` the derivative above rounded to the input precision, the
+  IEEE product in that precision (exactly ``grad_output * softplus_grad(x)``: ``inf`` times a
+  derivative that underflows to 0 is NaN, as in PyTorch);
 - inverse: ``y + log(-expm1(-z)) / beta`` for ``z > 0``, NaN for ``y <= 0``. Near the root
   ``z = ln 2`` this difference cancels catastrophically (the function is ill-conditioned there),
   so that band is computed as ``log1p(2*expm1(d)) / beta`` with ``d = z - ln 2`` formed exactly
@@ -137,12 +138,11 @@ def _chunk(func: str, ins: list[np.ndarray], out: np.ndarray, bi, ti, bw, beta: 
         r = np.where(zw >= 0, 1 / (1 + e), e / (1 + e))
         if func == "softplus_grad":
             keep = np.ones((), x.dtype)
-        else:  # backward: g * sigmoid, the product rounded once
-            # sigmoid is taken as a float64 first (what every backend computes), so that an
-            # infinite g gives NaN exactly where that float64 underflows to 0 (z < -745.13) and
-            # inf elsewhere, and a huge g times a sigmoid below float64's range gives 0.
+        else:  # backward: literally g * softplus_grad(x), in the output precision
+            # (as PyTorch: inf * a derivative that underflows to 0 is NaN). The IEEE product of
+            # g and the correctly rounded derivative is itself correctly rounded.
             g = ins[0]
-            r = g.astype(wide) * r.astype(np.float64).astype(wide)
+            r = g * r.astype(x.dtype)
             keep = g
     np.copyto(out, np.where(mask, keep, r.astype(out.dtype)))
 

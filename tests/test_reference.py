@@ -401,7 +401,7 @@ def test_expected_values(dtype):
 
 # --- sampled comparison with mpmath --------------------------------------------------------------
 
-def _mp_exact(mp, func, x, beta, g=None):
+def _mp_exact(mp, func, x, beta, g=None, dtype="float64"):
     """Exact value (mpmath) of ``func`` at float ``x`` with float ``beta`` (already rounded)."""
     b = mp.mpf(beta)
     z = mp.mpf(x) * b
@@ -409,8 +409,8 @@ def _mp_exact(mp, func, x, beta, g=None):
         return mp.log1p(mp.exp(z)) / b
     if func == "softplus_grad":
         return 1 / (1 + mp.exp(-z))
-    if func == "softplus_backward":  # g * (sigmoid rounded to float64): see _reference
-        return mp.mpf(g) * mp.mpf(float(1 / (1 + mp.exp(-z))))
+    if func == "softplus_backward":  # g * (the derivative rounded to dtype): see _reference
+        return mp.mpf(g) * mp.mpf(float(np.dtype(dtype).type(float(1 / (1 + mp.exp(-z))))))
     return mp.log(mp.expm1(z)) / b
 
 
@@ -456,7 +456,7 @@ def test_sampled_vs_mpmath(dtype, func, beta):
     got = R.evaluate(func, *args, beta=beta)
     bad = []
     for i in range(x.size):
-        v = _mp_exact(mp, func, float(x[i]), bq, float(g[i]))
+        v = _mp_exact(mp, func, float(x[i]), bq, float(g[i]), dtype)
         err = abs(mp.mpf(float(got[i])) - v) / _mp_ulp(mp, v, dtype)
         if err > 0.6:
             bad.append(f"x={x[i]!r} g={g[i]!r}: got {got[i]!r}, exact {mp.nstr(v, 20)} ({float(err):.3f} ULP)")
