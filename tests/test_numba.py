@@ -33,7 +33,7 @@ from fastsoftplus import _reference  # noqa: E402
 FUNCS = nb.FUNCS
 DTYPES = (np.float32, np.float64)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(nb.__file__)))
-BIG = 3 * nb.PARALLEL_MIN_SIZE + 123  # above the serial/parallel switch, not a block multiple
+BIG = 6 * nb.BLOCK_SIZE + 123  # several blocks (and above the dispatcher's thread floor)
 
 
 def inputs(func, x, g=None):
@@ -288,7 +288,7 @@ def test_run_layouts_bit_identical(func, case):
 
 
 def _big_layouts(dtype):
-    """(name, x) pairs above PARALLEL_MIN_SIZE in the layouts run() treats differently."""
+    """(name, x) pairs of several blocks in the layouts run() treats differently."""
     rng = np.random.default_rng(2)
     base = arrays.values(dtype, 2 * BIG, rng)
     rows = BIG // 7
@@ -302,7 +302,7 @@ def _big_layouts(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("func", FUNCS)
 def test_run_large_layouts(func, dtype):
-    """Above PARALLEL_MIN_SIZE (parallel paths): every layout gives the serial contiguous bits."""
+    """Several blocks (parallel paths): every layout gives the serial contiguous bits."""
     for name, x in _big_layouts(dtype):
         ins = inputs(func, x)
         dense = tuple(np.ascontiguousarray(a) for a in ins)
@@ -477,7 +477,7 @@ def test_import_is_cheap_and_starts_nothing():
 _LAYER_SCRIPT = """
     import json, os, threading, numpy as np
     import numba, fastsoftplus._numba as m
-    BIG = 3 * m.PARALLEL_MIN_SIZE + 123
+    BIG = 6 * m.BLOCK_SIZE + 123
     x = np.linspace(-40, 40, BIG)
     want = {}
     for f in m.FUNCS:
