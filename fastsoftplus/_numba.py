@@ -7,10 +7,11 @@ The scalar math lives in ``_nbkernels.py`` (``@njit(inline="always")``); this mo
   attribute access (PEP 562 ``__getattr__``), so they pickle by reference as
   ``fastsoftplus._numba.<name>``. Loops: float32 and float64, signature ``(x, beta, threshold)``
   / ``(g, x, beta, threshold)``.
-- ``run()`` (the backend protocol): contiguous, non-overlapping operands go to ``@njit`` kernels
+- ``run()`` (the backend protocol): inputs partially overlapping ``out`` are copied first; then
+  operands that are all contiguous in one order, unbroadcast and aligned go to ``@njit`` kernels
   over flat buffers -- serial, or ``parallel=True`` with ``prange`` over blocks of ``BLOCK_SIZE``
   whose inner loop LLVM vectorizes (the parallel ufunc calls the kernel one element at a time, so
-  it keeps no SIMD). Everything else (strides, broadcasting, partial overlap) goes to the ufunc.
+  it keeps no SIMD). Everything else (strides, broadcasting) goes to the ufunc with ``out=``.
 
 Importing this module imports numba but compiles nothing, starts no thread and touches no file.
 
@@ -50,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import math
 import os
 import sys
 import threading
