@@ -239,4 +239,4 @@ def assert_ulp(actual, expected, max_ulp=1.0, *, inputs: dict | None = None, wha
             f"{what}: {int(bad.sum())} of {d.size} elements beyond the allowed ULPs "
             f"(max {float(np.max(d)):g}); worst:\n"
             + format_worst(d, a, e, {**(inputs or {}), "allowed": allowed},
-                           score=np.where(bad, np.where(d == allowed, np.inf, d - allowed), -np.inf)))
+                           score=score))
