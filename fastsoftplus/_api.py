@@ -31,6 +31,7 @@ def _real(value: Any, name: str) -> float:
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         value = value[()]
     if isinstance(value, (bool, np.bool_)):
+        # NumPy would take True as 1; here it is almost surely a mixed-up argument (beta=True)
         raise TypeError(f"{name} must be a real number, not bool ({value!r})")
     if not isinstance(value, numbers.Real):
         what = (f"an array of shape {value.shape} and dtype {value.dtype}"
