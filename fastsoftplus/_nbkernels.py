@@ -236,24 +236,25 @@ def backward_f64(g, x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
     q, q_lo = _sigmoid_dd(zs)
-    res = g if zs > threshold else fma(g, q, g * q_lo)
+    res = g if zs > threshold else fma(g, q, _quiet(g * q_lo))  # inf*0 in the low part: drop it
     return z if z != z else res
 
 
 @njit(inline="always")
-def _inverse_dd(zs):
-    """log(expm1(z)) for a non-NaN z; NaN for z <= 0 (y <= 0), z itself past IDENTITY_ABOVE."""
+def _inverse_dd(zs, ypos):
+    """log(expm1(z)) for a non-NaN z, z itself past IDENTITY_ABOVE; for z <= 0: -inf if y > 0
+    (beta*y underflowed to 0: log(expm1(0))), NaN if y <= 0."""
     w = zs if zs < IDENTITY_ABOVE else 1.0
     res = _log_expm1_dd(w if zs > 0.0 else 1.0)
     res = zs if zs >= IDENTITY_ABOVE else res
-    return res if zs > 0.0 else math.nan
+    return res if zs > 0.0 else (-_INF if ypos else math.nan)
 
 
 @njit(inline="always")
 def inverse_f64(y, beta, threshold):
     z = y * beta
     zs = _quiet(z)
-    res = _inverse_dd(zs) / beta
+    res = _inverse_dd(zs, _quiet(y) > 0.0) / beta
     res = y if zs >= IDENTITY_ABOVE else res
     res = y if zs > threshold else res
     return z if z != z else res
@@ -328,7 +329,7 @@ def backward_f32(g, x, beta, threshold):
 def inverse_f32(y, beta, threshold):
     b = np.float64(beta)
     zd = _quiet(np.float64(y) * b)
-    res = np.float32(_inverse_dd(zd) / b)
+    res = np.float32(_inverse_dd(zd, False) / b)  # zd == 0 only for y == 0: no underflow
     res = y if zd >= IDENTITY_ABOVE else res
     res = y if _quiet(y * beta) > threshold else res
     return y if y != y else res

@@ -77,6 +77,12 @@
 #define FSP_DEFINE_UNARY(F, T, S)                                                              \
 static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *x, T *y, npy_intp n, T beta, T thr)            \
 {                                                                                              \
+    if (beta == (T)1) { /* the common case: beta*x and /beta fold away (no vector division) */ \
+        FSP_IVDEP                                                                              \
+        for (npy_intp i = 0; i < n; i++)                                                       \
+            y[i] = FSP_K(fsp_##F##_##S)(x[i], (T)1, thr);                                     \
+        return;                                                                                \
+    }                                                                                          \
     FSP_IVDEP                                                                                  \
     for (npy_intp i = 0; i < n; i++)                                                           \
         y[i] = FSP_K(fsp_##F##_##S)(x[i], beta, thr);                                         \
@@ -159,6 +165,12 @@ static void FSP_K(fsp_chunk_##F##_f16)(char **args, const npy_intp *steps,      
 static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *g, const T *x, T *y, npy_intp n,               \
                                        T beta, T thr)                                          \
 {                                                                                              \
+    if (beta == (T)1) {                                                                        \
+        FSP_IVDEP                                                                              \
+        for (npy_intp i = 0; i < n; i++)                                                       \
+            y[i] = FSP_K(fsp_##F##_##S)(g[i], x[i], (T)1, thr);                               \
+        return;                                                                                \
+    }                                                                                          \
     FSP_IVDEP                                                                                  \
     for (npy_intp i = 0; i < n; i++)                                                           \
         y[i] = FSP_K(fsp_##F##_##S)(g[i], x[i], beta, thr);                                   \

@@ -215,21 +215,22 @@ static inline double FSP_K(fsp_grad_f64)(double x, double beta, double thr) {
 static inline double FSP_K(fsp_backward_f64)(double g, double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
     FSP_K(fsp_sigmoid_dd)(zs, &q, &ql);
-    double res = zs > thr ? g : FSP_FMA(g, q, g * ql);
+    double res = zs > thr ? g : FSP_FMA(g, q, FSP_K(fsp_quiet)(g * ql)); /* inf*0 in the low part: drop it */
     return z != z ? z : res;
 }
 
-/* log(expm1(z)) for a non-NaN z; NaN for z <= 0 (y <= 0), z itself past IDENTITY_ABOVE. */
-static inline double FSP_K(fsp_inverse_dd)(double zs) {
+/* log(expm1(z)) for a non-NaN z, z itself past IDENTITY_ABOVE; for z <= 0: -inf if y > 0
+ * (beta*y underflowed to 0: log(expm1(0))), NaN if y <= 0. */
+static inline double FSP_K(fsp_inverse_dd)(double zs, int ypos) {
     double w = zs < FSP_IDENTITY_ABOVE ? zs : 1.0;
     double res = FSP_K(fsp_log_expm1_dd)(zs > 0.0 ? w : 1.0);
     res = zs >= FSP_IDENTITY_ABOVE ? zs : res;
-    return zs > 0.0 ? res : __builtin_nan("");
+    return zs > 0.0 ? res : (ypos ? -__builtin_inf() : __builtin_nan(""));
 }
 
 static inline double FSP_K(fsp_inverse_f64)(double y, double beta, double thr) {
     double z = y * beta, zs = FSP_K(fsp_quiet)(z);
-    double res = FSP_K(fsp_inverse_dd)(zs) / beta;
+    double res = FSP_K(fsp_inverse_dd)(zs, FSP_K(fsp_quiet)(y) > 0.0) / beta;
     res = zs >= FSP_IDENTITY_ABOVE ? y : res;
     res = zs > thr ? y : res;
     return z != z ? z : res;
@@ -293,7 +294,7 @@ static inline float FSP_K(fsp_backward_f32)(float g, float x, float beta, float 
 
 static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
     double b = (double)beta, zd = FSP_K(fsp_quiet)((double)y * b);
-    float res = (float)(FSP_K(fsp_inverse_dd)(zd) / b);
+    float res = (float)(FSP_K(fsp_inverse_dd)(zd, 0) / b); /* zd == 0 only for y == 0: no underflow */
     res = zd >= FSP_IDENTITY_ABOVE ? y : res;
     res = FSP_K(fsp_quiet)((double)(y * beta)) > thr ? y : res;
     return y != y ? y : res;
