@@ -64,3 +64,9 @@ EXP_C32 = EXP_C[:7]
 #: omitted s**24/25 < 2**-60 (relative to s) for |s| <= 0.1716. LOG_C32 (5 terms): s**12/13 < 2**-34.
 LOG_C = tuple(1.0 / (2 * j + 3) for j in range(11))
 LOG_C32 = LOG_C[:5]
+
+#: Below this many elements a call runs on one thread (the dispatcher for every backend, and the
+#: Cython ufunc loops per inner-loop call): starting or waking a thread team costs microseconds,
+#: about what a vectorised kernel needs for this many elements. PROVISIONAL until the benchmarks
+#: measure it (see benchmarks/).
+PARALLEL_MIN_N = 1 << 16

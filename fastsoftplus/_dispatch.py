@@ -29,6 +29,7 @@ import threading
 from types import ModuleType
 from typing import Iterator, NamedTuple
 
+from . import _constants
 from ._threads import get_num_threads
 
 #: The registry, in preference order (the automatic choice takes the first that is available).
@@ -40,12 +41,8 @@ BACKENDS: dict[str, str] = {
 
 FUNCS = ("softplus", "softplus_grad", "softplus_backward", "softplus_inverse")
 
-# --- Crossover sizes: the one place for them. -------------------------------------------------
-# PROVISIONAL, chosen by reasoning and not yet measured; the performance issue measures them
-# (benchmarks/) and replaces these values, saying how.
-#: Below this many elements a call runs on one thread: starting/waking a pool costs
-#: ~10-50 us, about the time a vectorised kernel needs for 64 Ki elements.
-PARALLEL_MIN_SIZE = 1 << 16
+# --- Crossover sizes: defined once, in _constants.py (the Cython loops share them). ------------
+PARALLEL_MIN_SIZE = _constants.PARALLEL_MIN_N
 
 DISABLE_ENV = "FASTSOFTPLUS_DISABLE"
 BACKEND_ENV = "FASTSOFTPLUS_BACKEND"

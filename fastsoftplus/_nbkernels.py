@@ -236,7 +236,9 @@ def backward_f64(g, x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
     q, q_lo = _sigmoid_dd(zs)
-    res = g if zs > threshold else fma(g, q, _quiet(g * q_lo))  # inf*0 in the low part: drop it
+    gs = _quiet(g)  # an infinite g takes g*q alone: g*q_lo would add inf - inf (or inf*0)
+    res = fma(g, q, g * q_lo) if abs(gs) < _INF else g * q
+    res = g if zs > threshold else res
     return z if z != z else res
 
 

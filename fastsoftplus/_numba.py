@@ -308,6 +308,24 @@ def _k_inverse(y, beta, threshold):
     raise NotImplementedError("numba-only stub")
 
 
+# The same with beta == 1 as a compile-time constant: beta*x and the division by beta fold away
+# (a vector division per element is a large share of the float32 kernel's time).
+def _k1_softplus(x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _k1_grad(x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _k1_backward(g, x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _k1_inverse(y, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
 _registered = False
 
 
@@ -332,10 +350,27 @@ def _register_kernels() -> None:
             return lambda g, x, beta, threshold: k(g, x, beta, threshold)
         return typer
 
-    overload(_k_softplus, inline="always")(unary(K.softplus_f32, K.softplus_f64))
-    overload(_k_grad, inline="always")(unary(K.grad_f32, K.grad_f64))
-    overload(_k_backward, inline="always")(binary(K.backward_f32, K.backward_f64))
-    overload(_k_inverse, inline="always")(unary(K.inverse_f32, K.inverse_f64))
+    def unary1(k32: Any, k64: Any) -> Callable:
+        def typer(x, threshold):
+            if x == types.float32:
+                return lambda x, threshold: k32(x, np.float32(1.0), threshold)
+            return lambda x, threshold: k64(x, 1.0, threshold)
+        return typer
+
+    def binary1(k32: Any, k64: Any) -> Callable:
+        def typer(g, x, threshold):
+            if x == types.float32:
+                return lambda g, x, threshold: k32(g, x, np.float32(1.0), threshold)
+            return lambda g, x, threshold: k64(g, x, 1.0, threshold)
+        return typer
+
+    for generic, one, make, make1, k32, k64 in [
+            (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64),
+            (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64),
+            (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64),
+            (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64)]:
+        overload(generic, inline="always")(make(k32, k64))
+        overload(one, inline="always")(make1(k32, k64))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
@@ -353,23 +388,39 @@ def _register_kernels() -> None:
 # --------------------------------------------------------------------------------------------
 
 def _ser_softplus(x, out, beta, threshold):
-    for i in range(out.shape[0]):
-        out[i] = _k_softplus(x[i], beta, threshold)
+    if beta == 1:
+        for i in range(out.shape[0]):
+            out[i] = _k1_softplus(x[i], threshold)
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _k_softplus(x[i], beta, threshold)
 
 
 def _ser_grad(x, out, beta, threshold):
-    for i in range(out.shape[0]):
-        out[i] = _k_grad(x[i], beta, threshold)
+    if beta == 1:
+        for i in range(out.shape[0]):
+            out[i] = _k1_grad(x[i], threshold)
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _k_grad(x[i], beta, threshold)
 
 
 def _ser_backward(g, x, out, beta, threshold):
-    for i in range(out.shape[0]):
-        out[i] = _k_backward(g[i], x[i], beta, threshold)
+    if beta == 1:
+        for i in range(out.shape[0]):
+            out[i] = _k1_backward(g[i], x[i], threshold)
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _k_backward(g[i], x[i], beta, threshold)
 
 
 def _ser_inverse(y, out, beta, threshold):
-    for i in range(out.shape[0]):
-        out[i] = _k_inverse(y[i], beta, threshold)
+    if beta == 1:
+        for i in range(out.shape[0]):
+            out[i] = _k1_inverse(y[i], threshold)
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _k_inverse(y[i], beta, threshold)
 
 
 # The parallel kernels hand each block to a separately compiled serial loop (``_blk_*``, built

@@ -1,5 +1,6 @@
 """Shared fixtures: ``backend`` (every available backend), ULP assertion, isolation of the
-process-global settings, opt-in exhaustive tests, hypothesis profiles."""
+process-global settings, hypothesis profiles. The exhaustive float32 sweep runs by default (about
+2-4 min on 2 cores); ``-m "not exhaustive"`` leaves it out of a quick local run."""
 
 from __future__ import annotations
 
@@ -25,20 +26,6 @@ except ImportError:  # test_properties skips itself
     pass
 
 BACKENDS = fastsoftplus.available_backends()
-
-
-def pytest_addoption(parser):
-    parser.addoption("--run-exhaustive", action="store_true",
-                     help="run the tests marked exhaustive (bit-pattern sweeps; minutes)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-exhaustive"):
-        return
-    skip = pytest.mark.skip(reason="exhaustive: run with --run-exhaustive")
-    for item in items:
-        if "exhaustive" in item.keywords:
-            item.add_marker(skip)
 
 
 def pytest_report_header(config):

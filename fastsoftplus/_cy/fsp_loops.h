@@ -20,10 +20,10 @@
 #define FSP_BLOCK 256
 #endif
 
-/* No OpenMP below this many elements per ufunc inner-loop call (PROVISIONAL: to be measured
- * by the performance issue; the start/join of a parallel region costs a few microseconds). */
+/* No OpenMP below FSP_PARALLEL_MIN_N elements per ufunc inner-loop call: defined in
+ * _constants.py (PARALLEL_MIN_N), which the dispatcher shares. */
 #ifndef FSP_PARALLEL_MIN_N
-#define FSP_PARALLEL_MIN_N 65536
+#error "FSP_PARALLEL_MIN_N comes from the generated _constants.h"
 #endif
 
 /* Each thread gets at least this many elements (fewer threads than requested otherwise). */

@@ -215,7 +215,9 @@ static inline double FSP_K(fsp_grad_f64)(double x, double beta, double thr) {
 static inline double FSP_K(fsp_backward_f64)(double g, double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
     FSP_K(fsp_sigmoid_dd)(zs, &q, &ql);
-    double res = zs > thr ? g : FSP_FMA(g, q, FSP_K(fsp_quiet)(g * ql)); /* inf*0 in the low part: drop it */
+    /* an infinite g takes g*q alone: g*ql would add inf - inf (or inf*0) */
+    double res = __builtin_fabs(FSP_K(fsp_quiet)(g)) < __builtin_inf() ? FSP_FMA(g, q, g * ql) : g * q;
+    res = zs > thr ? g : res;
     return z != z ? z : res;
 }
 
