@@ -181,7 +181,7 @@ def _sigmoid_dd(z):
 
 
 @njit(inline="always")
-def _log_expm1_dd(z):
+def _log_expm1_dd(z, y, beta):
     """log(expm1(z)) for 0 < z < IDENTITY_ABOVE, within 1 ulp even near the root z = ln2:
     expm1 keeps 2**k - 1 and 2**k * p apart, so the cancellation costs nothing."""
     k, p_hi, p_lo = _exp_core(z, True)
@@ -189,9 +189,13 @@ def _log_expm1_dd(z):
     sc = s1 * s2
     e_hi, e_lo = _two_sum(sc - 1.0, sc * p_hi)
     e_lo += sc * p_lo
-    small = e_hi < LOG_SCALE_BELOW  # normalise subnormal expm1 before reading the exponent
-    e_hi = e_hi * _SCALE_UP if small else e_hi
-    e_lo = e_lo * _SCALE_UP if small else e_lo
+    # expm1(z) == z below LOG_SCALE_BELOW, where z = beta*y may have lost bits to underflow (or be
+    # 0): take the exact product beta * (y * 2**SCALE_UP_EXP) instead, normal and kept as hi + lo.
+    small = e_hi < LOG_SCALE_BELOW
+    y_up = (y if y < 1.0 else 1.0) * _SCALE_UP  # y >= 1 is never small here: no overflow
+    b_hi = y_up * beta
+    e_hi = b_hi if small else e_hi
+    e_lo = fma(y_up, beta, -b_hi) if small else e_lo
     eb = ((_as_i64(e_hi * SQRT2) >> 52) & 0x7FF) - 1023  # e_hi * 2**-eb in [1/sqrt2, sqrt2)
     sm = _as_f64((1023 - eb) << 52)
     f_hi = e_hi * sm - 1.0  # exact (Sterbenz)
@@ -243,20 +247,20 @@ def backward_f64(g, x, beta, threshold):
 
 
 @njit(inline="always")
-def _inverse_dd(zs, ypos):
-    """log(expm1(z)) for a non-NaN z, z itself past IDENTITY_ABOVE; for z <= 0: -inf if y > 0
-    (beta*y underflowed to 0: log(expm1(0))), NaN if y <= 0."""
+def _inverse_dd(zs, ys, beta):
+    """log(expm1(z)) for z = beta*y (non-NaN zs, ys), z itself past IDENTITY_ABOVE, NaN for y <= 0."""
+    valid = ys > 0.0
     w = zs if zs < IDENTITY_ABOVE else 1.0
-    res = _log_expm1_dd(w if zs > 0.0 else 1.0)
+    res = _log_expm1_dd(w if valid else 1.0, ys if valid else 1.0, beta)
     res = zs if zs >= IDENTITY_ABOVE else res
-    return res if zs > 0.0 else (-_INF if ypos else math.nan)
+    return res if valid else math.nan
 
 
 @njit(inline="always")
 def inverse_f64(y, beta, threshold):
     z = y * beta
     zs = _quiet(z)
-    res = _inverse_dd(zs, _quiet(y) > 0.0) / beta
+    res = _inverse_dd(zs, _quiet(y), beta) / beta
     res = y if zs >= IDENTITY_ABOVE else res
     res = y if zs > threshold else res
     return z if z != z else res
@@ -331,7 +335,7 @@ def backward_f32(g, x, beta, threshold):
 def inverse_f32(y, beta, threshold):
     b = np.float64(beta)
     zd = _quiet(np.float64(y) * b)
-    res = np.float32(_inverse_dd(zd, False) / b)  # zd == 0 only for y == 0: no underflow
+    res = np.float32(_inverse_dd(zd, zd, 1.0) / b)  # zd is exact: y*beta underflows in no float32
     res = y if zd >= IDENTITY_ABOVE else res
     res = y if _quiet(y * beta) > threshold else res
     return y if y != y else res

@@ -170,17 +170,21 @@ static inline void FSP_K(fsp_sigmoid_dd)(double z, double *q_hi, double *q_lo) {
 
 /* log(expm1(z)) for 0 < z < IDENTITY_ABOVE, within 1 ulp even next to the root z = ln2: expm1
  * keeps 2**k - 1 and 2**k * p apart, so the cancellation costs nothing. */
-static inline double FSP_K(fsp_log_expm1_dd)(double z) {
+static inline double FSP_K(fsp_log_expm1_dd)(double z, double y, double beta) {
     double p_hi, p_lo, s1, s2, e_hi, e_lo, l_hi, l_lo, d_hi, d_lo;
     int64_t k = FSP_K(fsp_exp_core)(z, 1, &p_hi, &p_lo);
     FSP_K(fsp_pow2)(k, &s1, &s2);
     double sc = s1 * s2;
     FSP_K(fsp_two_sum)(sc - 1.0, sc * p_hi, &e_hi, &e_lo);
     e_lo += sc * p_lo;
-    int small = e_hi < FSP_LOG_SCALE_BELOW; /* normalise a subnormal expm1 before its exponent */
+    /* expm1(z) == z below LOG_SCALE_BELOW, where z = beta*y may have lost bits to underflow (or
+     * be 0): take the exact product beta * (y * 2**SCALE_UP_EXP) instead, normal and kept as hi + lo. */
+    int small = e_hi < FSP_LOG_SCALE_BELOW;
     const double scale_up = FSP_K(fsp_as_f64)((int64_t)(FSP_SCALE_UP_EXP + 1023) << 52);
-    e_hi = small ? e_hi * scale_up : e_hi;
-    e_lo = small ? e_lo * scale_up : e_lo;
+    double y_up = (y < 1.0 ? y : 1.0) * scale_up; /* y >= 1 is never small here: no overflow */
+    double b_hi = y_up * beta;
+    e_hi = small ? b_hi : e_hi;
+    e_lo = small ? FSP_K(fsp_prod_err)(y_up, beta, b_hi) : e_lo;
     int64_t eb = ((FSP_K(fsp_as_i64)(e_hi * FSP_SQRT2) >> 52) & 0x7FF) - 1023; /* e_hi*2**-eb in [1/sqrt2, sqrt2) */
     double sm = FSP_K(fsp_as_f64)((1023 - eb) << 52);
     double f_hi = e_hi * sm - 1.0; /* exact (Sterbenz) */
@@ -221,18 +225,18 @@ static inline double FSP_K(fsp_backward_f64)(double g, double x, double beta, do
     return z != z ? z : res;
 }
 
-/* log(expm1(z)) for a non-NaN z, z itself past IDENTITY_ABOVE; for z <= 0: -inf if y > 0
- * (beta*y underflowed to 0: log(expm1(0))), NaN if y <= 0. */
-static inline double FSP_K(fsp_inverse_dd)(double zs, int ypos) {
+/* log(expm1(z)) for z = beta*y (non-NaN zs, ys), z itself past IDENTITY_ABOVE, NaN for y <= 0. */
+static inline double FSP_K(fsp_inverse_dd)(double zs, double ys, double beta) {
+    int valid = ys > 0.0;
     double w = zs < FSP_IDENTITY_ABOVE ? zs : 1.0;
-    double res = FSP_K(fsp_log_expm1_dd)(zs > 0.0 ? w : 1.0);
+    double res = FSP_K(fsp_log_expm1_dd)(valid ? w : 1.0, valid ? ys : 1.0, beta);
     res = zs >= FSP_IDENTITY_ABOVE ? zs : res;
-    return zs > 0.0 ? res : (ypos ? -__builtin_inf() : __builtin_nan(""));
+    return valid ? res : __builtin_nan("");
 }
 
 static inline double FSP_K(fsp_inverse_f64)(double y, double beta, double thr) {
     double z = y * beta, zs = FSP_K(fsp_quiet)(z);
-    double res = FSP_K(fsp_inverse_dd)(zs, FSP_K(fsp_quiet)(y) > 0.0) / beta;
+    double res = FSP_K(fsp_inverse_dd)(zs, FSP_K(fsp_quiet)(y), beta) / beta;
     res = zs >= FSP_IDENTITY_ABOVE ? y : res;
     res = zs > thr ? y : res;
     return z != z ? z : res;
@@ -296,7 +300,7 @@ static inline float FSP_K(fsp_backward_f32)(float g, float x, float beta, float 
 
 static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
     double b = (double)beta, zd = FSP_K(fsp_quiet)((double)y * b);
-    float res = (float)(FSP_K(fsp_inverse_dd)(zd, 0) / b); /* zd == 0 only for y == 0: no underflow */
+    float res = (float)(FSP_K(fsp_inverse_dd)(zd, zd, 1.0) / b); /* zd is exact: y*beta underflows in no float32 */
     res = zd >= FSP_IDENTITY_ABOVE ? y : res;
     res = FSP_K(fsp_quiet)((double)(y * beta)) > thr ? y : res;
     return y != y ? y : res;
