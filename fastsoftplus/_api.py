@@ -70,6 +70,16 @@ def _check_dtype(dt: np.dtype, name: str) -> None:
         f"float64, bool and integer arrays")
 
 
+def _as_array(a: Any, name: str) -> np.ndarray:
+    """``np.asarray(a)``; a conversion error (ragged lists, ...) names the argument."""
+    if type(a) is np.ndarray:
+        return a
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{name} cannot be converted to an array: {e}") from e
+
+
 def _result_dtype(dt: np.dtype) -> np.dtype:
     """float16/32/64 keep their type (native order); bool and integers become float64."""
     return _F64 if dt.kind in "biu" else dt.newbyteorder("=")
@@ -115,7 +125,7 @@ def _apply(func: str, inputs: tuple, names: tuple[str, ...], beta: Any, threshol
         kw = {} if out is None else {"out": out}
         return getattr(ufuncs, func)(*inputs, beta, threshold, **kw)
 
-    arrs = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs]
+    arrs = [_as_array(a, name) for a, name in zip(inputs, names)]
     for a, name in zip(arrs, names):
         _check_dtype(a.dtype, name)
     if len(arrs) == 1:
@@ -315,7 +325,7 @@ def explain(x: ArrayLike, func: str = "softplus") -> str:
         return (f"ufuncs.{func} (from backend {name!r}): {type(x).__module__}."
                 f"{type(x).__name__} overrides __array_ufunc__, so it goes through the numpy "
                 f"ufunc and comes back as its own type")
-    a = np.asarray(x)
+    a = _as_array(x, "x")
     _check_dtype(a.dtype, "x")
     rdt = _result_dtype(a.dtype)
     cdt = _F32 if rdt == _F16 else rdt
