@@ -201,7 +201,7 @@ def _log_expm1_dd(z, y, beta):
     f_hi = e_hi * sm - 1.0  # exact (Sterbenz)
     f_lo = e_lo * sm
     d_hi, d_lo = _fast_two_sum(2.0, f_hi)
-    m = np.float64(eb - (SCALE_UP_EXP if small else 0))
+    m = _as_f64(eb - (SCALE_UP_EXP if small else 0) + _SHIFT_BITS) - ROUND_SHIFT  # int -> double
     l_hi, l_lo = _atanh_log(m, f_hi, f_lo, d_hi, d_lo + f_lo)
     return l_hi + l_lo
 

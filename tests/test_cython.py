@@ -453,3 +453,49 @@ def test_run_protocol_layouts(dtype, rng):
     out = np.empty(r.shape, dtype)
     cy.run("softplus_inverse", (r,), out, 1.0, 20.0, 2)
     _assert_same(out, _call("softplus_inverse", np.ascontiguousarray(r), 1.0, 20.0))
+
+
+# --- The compiled loops vectorize: packed zmm/ymm arithmetic, no libm call --------------------
+
+_PACKED = ("vfmadd", "vfnmadd", "vmulp", "vaddp", "vsubp", "vdivp")
+_LIBM_CALL = ("exp", "log", "expm1", "log1p", "fma", "fmax", "fmin", "ldexp", "frexp")
+
+
+def _disassembly(symbol_prefix: str) -> dict[str, str]:
+    """objdump -d of the extension, split per function whose name starts with symbol_prefix."""
+    so = _ext.__file__
+    try:
+        text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", so], capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"objdump unavailable: {exc}")
+    funcs, name = {}, None
+    for line in text.splitlines():
+        if line.endswith(">:"):
+            name = line.split("<", 1)[1][:-2]
+            if name.startswith(symbol_prefix):
+                funcs[name] = ""
+            else:
+                name = None
+        elif name is not None:
+            funcs[name] += line + "\n"
+    return funcs
+
+
+@pytest.mark.parametrize("variant,reg", [("avx512", "zmm"), ("avx2", "ymm")])
+def test_loops_vectorize(variant, reg):
+    """Every contiguous loop of the variant (fsp_loop_<func>_<dtype>_<variant>) uses packed
+    arithmetic on its widest registers and calls nothing: a libm call would keep it scalar."""
+    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+        pytest.skip("the ISA variants exist on x86-64 Linux builds")
+    loops = {n: asm for n, asm in _disassembly("fsp_loop_").items() if n.endswith("_" + variant)}
+    expected = {f"fsp_loop_{f}_{d}_{variant}" for f in ("softplus", "grad", "backward", "inverse")
+                for d in ("f32", "f64")}
+    assert expected <= set(loops), f"missing loops: {sorted(expected - set(loops))}"
+    for name in sorted(expected):
+        asm = loops[name]
+        packed = [ln for ln in asm.splitlines() if any(op in ln for op in _PACKED) and f"%{reg}" in ln]
+        calls = [ln for ln in asm.splitlines() if "call" in ln]
+        assert len(packed) >= 20, f"{name}: only {len(packed)} packed {reg} arithmetic instructions"
+        assert not calls, f"{name} calls out (a libm call keeps the loop scalar): {calls[:3]}"
+        assert not any(f"<{fn}" in asm for fn in _LIBM_CALL), f"{name} references libm"

@@ -62,7 +62,7 @@ def run_python(code, env=None, timeout=180):
                           capture_output=True, text=True, timeout=timeout)
 
 
-# --- SIMD check (for the lead to switch on: see SIMD_CHECK_ENABLED) ---------------------------
+# --- SIMD check: every kernel loop vectorizes and calls no libm function ----------------------
 
 #: libm entry points that must not be called from a kernel loop (a call keeps the loop scalar).
 _LIBM = ("exp", "expf", "exp2", "exp2f", "expm1", "expm1f", "log", "logf", "log1p", "log1pf",
@@ -92,10 +92,6 @@ def assert_simd(dispatcher, what=""):
     r = simd_report(dispatcher)
     assert not r["libm_calls"], f"{what}: calls {r['libm_calls']} (the loop stays scalar)"
     assert r["vector_ops"] > 0, f"{what}: no packed ymm/zmm arithmetic: not vectorized ({r})"
-
-
-#: Turn on once the polynomial kernels are in _nbkernels.py (the lead's call).
-SIMD_CHECK_ENABLED = False
 
 
 def _cpu_has_avx2():
@@ -129,7 +125,6 @@ def test_simd_check_itself():
 
 
 @pytest.mark.slow  # 16 uncached compiles: ~90 s on 2 cores
-@pytest.mark.skipif(not SIMD_CHECK_ENABLED, reason="SIMD_CHECK_ENABLED is off (see the module)")
 @pytest.mark.skipif(not _cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
 @pytest.mark.parametrize("mode", ["ser", "par"])
 @pytest.mark.parametrize("dtype", ["f32", "f64"])

@@ -190,7 +190,9 @@ static inline double FSP_K(fsp_log_expm1_dd)(double z, double y, double beta) {
     double f_hi = e_hi * sm - 1.0; /* exact (Sterbenz) */
     double f_lo = e_lo * sm;
     FSP_K(fsp_fast_two_sum)(2.0, f_hi, &d_hi, &d_lo);
-    double m = (double)(eb - (small ? FSP_SCALE_UP_EXP : 0));
+    /* int64 -> double through the exponent field (no vcvtqq2pd before AVX-512DQ): |m| < 2**51 */
+    double m = FSP_K(fsp_as_f64)(eb - (small ? FSP_SCALE_UP_EXP : 0) + FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT))
+               - FSP_ROUND_SHIFT;
     FSP_K(fsp_atanh_log)(m, f_hi, f_lo, d_hi, d_lo + f_lo, &l_hi, &l_lo);
     return l_hi + l_lo;
 }
