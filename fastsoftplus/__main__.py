@@ -72,31 +72,14 @@ def main(argv=None) -> int:
                                      description="fastsoftplus: information and a quick benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, backends (and why any is missing), threads")
-    b = sub.add_parser("bench", help="speed as a ratio to np.maximum(x, 0, out=y)")
-    b.add_argument("--quick", action="store_true", help="fewer sizes and repeats (seconds)")
-    b.add_argument("--sizes", type=lambda s: [int(float(v)) for v in s.split(",")],
-                   help="comma list of array lengths, e.g. 1e3,1e6")
-    b.add_argument("--dtypes", default="float32,float64", help="comma list (float32,float64)")
-    b.add_argument("--backends", help="comma list of backends to time (default: all available)")
-    b.add_argument("--func", default="softplus",
-                   choices=list(_dispatch.FUNCS), help="function to time")
-    b.add_argument("--threads", type=int, help="set_num_threads(N) first")
+    from . import _bench
+    _bench.add_arguments(sub.add_parser(
+        "bench", help="speed as a ratio to np.maximum(x, 0, out=y), per backend and size"))
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
         return 0
-    from ._bench import bench
-    if args.threads is not None:
-        _threads.set_num_threads(args.threads)
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for d in dtypes:
-        if d not in ("float32", "float64"):
-            parser.error(f"--dtypes: {d!r} is not float32 or float64")
-    backends = [n.strip() for n in args.backends.split(",")] if args.backends else None
-    for n in backends or []:
-        _dispatch.backend_module(n)  # unknown/unavailable: a clear error before timing
-    bench(args.sizes, dtypes, backends, quick=args.quick, func=args.func)
-    return 0
+    return _bench.main(args, parser)
 
 
 if __name__ == "__main__":
