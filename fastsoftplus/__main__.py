@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastsoftplus info`` and ``python -m fastsoftplus bench``."""
+"""Command line: ``python -m fastsoftplus info``, ``bench`` and ``apply``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import platform
 import sys
 
 from . import __version__, _dispatch, _threads
+from . import _apply
 
 
 def _version(dist: str) -> str:
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
                                      description="fastsoftplus: information and a quick benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, backends (and why any is missing), threads")
+    _apply.add_subparser(sub)
     from . import _bench
     _bench.add_arguments(sub.add_parser(
         "bench", help="speed as a ratio to np.maximum(x, 0, out=y), per backend and size"))
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
     if args.command == "info":
         info()
         return 0
+    if args.command == "apply":
+        return _apply.cli(args)
     return _bench.main(args, parser)
 
 
