@@ -258,14 +258,17 @@ def apply_file(src: str | os.PathLike, dst: str | os.PathLike, func: str = "soft
     bar = _Progress(f"{func} {os.path.basename(src)}:", source.nbytes, sys.stderr) if show else None
 
     # Nothing has been written so far. O_EXCL: never reuse a file someone else created.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = os.path.join(directory, f".{os.path.basename(dst)}.{os.urandom(4).hex()}.tmp")
         try:
-            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                             0o666)  # the umask applies, as for any new file
+            fd_out = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
             break
         except FileExistsError:
             continue
+        except OSError as e:  # read-only directory, permissions: say which directory
+            raise type(e)(e.errno, f"cannot create a temporary file in the directory of dst "
+                                   f"({directory!r}): {e.strerror}") from None
     try:
         with open(fd_out, "wb") as out_file, open(src, "rb") as in_file:
             out_file.write(header)

@@ -291,6 +291,20 @@ def test_failure_mid_run_leaves_nothing(tmp_path, src, monkeypatch, exc, existin
         assert _listing(tmp_path) == {"x.npy"}
 
 
+def test_unwritable_directory(tmp_path, src, monkeypatch):
+    real_open = os.open
+
+    def refuse(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(_apply.os, "open", refuse)
+    with pytest.raises(PermissionError, match="temporary file in the directory of dst"):
+        fsp.apply_file(src, tmp_path / "y.npy")
+    assert _listing(tmp_path) == {"x.npy"}
+
+
 def test_write_failure_leaves_nothing(tmp_path, src, monkeypatch):
     """A failing fsync (as on a full disk) after every chunk was written: no dst, no temp file."""
     def no_space(fd):
