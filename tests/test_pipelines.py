@@ -165,52 +165,59 @@ def test_ufuncs_pickle_by_reference():
 
 # --- dask.distributed: worker processes on loopback ---------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def client():
+    """A LocalCluster of 2 worker processes (1 thread each) on loopback, for one test class."""
     distributed = pytest.importorskip(
         "distributed", reason="dask.distributed is not installed (pip install .[pipelines])")
     pytest.importorskip("dask.array")
     import dask
-    faulthandler.dump_traceback_later(DISTRIBUTED_DEADLINE_S, exit=True)
+    faulthandler.dump_traceback_later(DISTRIBUTED_DEADLINE_S, exit=True)  # start-up guard
+    with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
+        cluster = distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None,
+            host="127.0.0.1", silence_logs=40)
     try:
-        with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
-            cluster = distributed.LocalCluster(
-                processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None,
-                host="127.0.0.1", silence_logs=40)
-            try:
-                c = distributed.Client(cluster, timeout="60s")
-                try:
-                    yield c
-                finally:
-                    c.close(timeout=30)
-            finally:
-                cluster.close(timeout=30)
+        c = distributed.Client(cluster, timeout="60s")
+    except BaseException:
+        cluster.close(timeout=30)
+        raise
     finally:
         faulthandler.cancel_dump_traceback_later()
+    try:
+        yield c  # the tests bound their own waits (result(timeout=...))
+    finally:
+        faulthandler.dump_traceback_later(DISTRIBUTED_DEADLINE_S, exit=True)  # shut-down guard
+        try:
+            c.close(timeout=30)
+            cluster.close(timeout=30)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
-def test_distributed_worker_processes(client):
-    workers = client.run(os.getpid)
-    assert len(workers) == 2 and os.getpid() not in workers.values()
-    # the workers serve the same ufunc backend as this process (spawned: same environment)
-    assert set(client.run(ufuncs.backend).values()) == {ufuncs.backend()}
+class TestDistributed:
+    def test_worker_processes(self, client):
+        workers = client.run(os.getpid)
+        assert len(workers) == 2 and os.getpid() not in workers.values()
+        # the workers serve the same ufunc backend as this process (spawned: same environment)
+        assert set(client.run(ufuncs.backend).values()) == {ufuncs.backend()}
 
-
-def test_distributed_compute(client, da):
-    data = _values(4 * BIG_BLOCK, np.float32)
-    x = da.from_array(data, chunks=BIG_BLOCK // 2)
-    lazy = {
-        "softplus": fsp.softplus(x, 2.0, 5.0),
-        "softplus_grad": fsp.softplus_grad(x, threshold=None),
-        "softplus_inverse": ufuncs.softplus_inverse(x, 1.0, 20.0),
-        "softplus_backward": fsp.softplus_backward(x[::-1], x),
-    }
-    futures = client.compute(list(lazy.values()))
-    got = dict(zip(lazy, (f.result(timeout=120) for f in futures)))
-    np.testing.assert_array_equal(got["softplus"], fsp.softplus(data, 2.0, 5.0))
-    np.testing.assert_array_equal(got["softplus_grad"], fsp.softplus_grad(data, threshold=None))
-    np.testing.assert_array_equal(got["softplus_inverse"], fsp.softplus_inverse(data))
-    np.testing.assert_array_equal(got["softplus_backward"], fsp.softplus_backward(data[::-1], data))
+    def test_compute(self, client, da):
+        data = _values(4 * BIG_BLOCK, np.float32)
+        x = da.from_array(data, chunks=BIG_BLOCK // 2)
+        lazy = {
+            "softplus": fsp.softplus(x, 2.0, 5.0),
+            "softplus_grad": fsp.softplus_grad(x, threshold=None),
+            "softplus_inverse": ufuncs.softplus_inverse(x, 1.0, 20.0),
+            "softplus_backward": fsp.softplus_backward(x[::-1], x),
+        }
+        futures = client.compute(list(lazy.values()))
+        got = dict(zip(lazy, (f.result(timeout=120) for f in futures)))
+        np.testing.assert_array_equal(got["softplus"], fsp.softplus(data, 2.0, 5.0))
+        np.testing.assert_array_equal(got["softplus_grad"], fsp.softplus_grad(data, threshold=None))
+        np.testing.assert_array_equal(got["softplus_inverse"], fsp.softplus_inverse(data))
+        np.testing.assert_array_equal(got["softplus_backward"],
+                                      fsp.softplus_backward(data[::-1], data))
 
 
 _NUMBA_SCRIPT = textwrap.dedent("""
