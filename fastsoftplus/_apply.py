@@ -301,7 +301,10 @@ def apply_file(src: str | os.PathLike, dst: str | os.PathLike, func: str = "soft
         except OSError:
             pass
         if bar is not None:
-            bar.stream.write("\n")
+            try:
+                bar.stream.write("\n")  # end the bar's line before the traceback
+            except Exception:
+                pass
         raise
     if bar is not None:
         bar.update(source.nbytes, final=True)
