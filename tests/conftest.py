@@ -45,10 +45,15 @@ def backend(request) -> str:
 def _isolate_global_settings():
     """Undo set_backend()/set_num_threads() made by a test, whatever its outcome."""
     saved_backend = (_dispatch._global_default, _dispatch._global_source)
-    saved_threads = _threads._num_threads
+    saved_threads = _threads._num_threads  # None: not set, the default applies
     yield
     _dispatch._global_default, _dispatch._global_source = saved_backend
-    _threads._num_threads = saved_threads
+    if _threads._num_threads != saved_threads:
+        _threads._num_threads = saved_threads
+        try:  # through the public setter, which also reaches the C ufuncs' count
+            _threads.set_num_threads(_threads.get_num_threads())
+        except ValueError:  # an invalid FASTSOFTPLUS_NUM_THREADS left by the test
+            pass
 
 
 @pytest.fixture
