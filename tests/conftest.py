@@ -54,6 +54,7 @@ def _isolate_global_settings():
             _threads.set_num_threads(_threads.get_num_threads())
         except ValueError:  # an invalid FASTSOFTPLUS_NUM_THREADS left by the test
             pass
+        _threads._num_threads = saved_threads  # "not set" stays not set
 
 
 @pytest.fixture
