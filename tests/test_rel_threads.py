@@ -177,3 +177,72 @@ def test_thread_storm():
                                        "FASTSOFTPLUS_STRESS=1")
 def test_thread_storm_long():
     _storm(STRESS_SECONDS)
+
+
+_FIRST_CALLS = r"""
+import sys, threading
+import numpy as np
+import fastsoftplus as fsp
+
+# 16 threads make this process's very first calls at once: backend imports, numba's lazy
+# compilation/cache loading, the dispatcher's caches all happen under contention.
+backends = fsp.available_backends()
+xs = {dt: np.linspace(-30, 30, 70_001).astype(dt) for dt in ("float32", "float64", "float16")}
+barrier = threading.Barrier(16)
+results, errors = {}, []
+
+def work(i):
+    try:
+        barrier.wait(timeout=60)
+        b = backends[i % len(backends)]
+        for dt, x in xs.items():
+            for func in ("softplus", "softplus_grad", "softplus_inverse"):
+                results[(i, b, dt, func)] = getattr(fsp, func)(x[:: 1 + i % 2], backend=b)
+            results[(i, b, dt, "softplus_backward")] = fsp.softplus_backward(x, x, backend=b)
+    except Exception as e:
+        errors.append(f"thread {i}: {type(e).__name__}: {e}")
+
+threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(16)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(timeout=300)
+if any(t.is_alive() for t in threads):
+    print("HUNG"); sys.exit(2)
+if errors:
+    print("\n".join(errors)); sys.exit(1)
+for (i, b, dt, func), got in results.items():
+    x = xs[dt]
+    args = (x, x) if func == "softplus_backward" else (x[:: 1 + i % 2],)
+    want = getattr(fsp, func)(*args, backend=b)
+    if got.dtype != want.dtype or got.tobytes() != want.tobytes():
+        print(f"MISMATCH {b} {func} {dt} thread {i}"); sys.exit(1)
+print("OK", len(results))
+"""
+
+
+def _first_calls(env_extra: dict) -> None:
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOFTPLUS_")}
+    env.update(env_extra)
+    try:
+        r = subprocess.run([sys.executable, "-c", _FIRST_CALLS], capture_output=True, text=True,
+                           env=env, timeout=JOIN_TIMEOUT + 300)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the process hung: {e.stdout}\n{e.stderr}")
+    assert r.returncode == 0 and r.stdout.startswith("OK"), (
+        f"status {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}")
+
+
+def test_first_calls_from_many_threads_in_a_fresh_process():
+    """The first calls of a process come from 16 threads at once (lazy imports, numba's cache)."""
+    _first_calls({})
+
+
+@pytest.mark.stress
+@pytest.mark.skipif(not STRESS, reason="compiling every numba kernel from 16 threads at once "
+                                       "(~2 min) runs only with FASTSOFTPLUS_STRESS=1")
+def test_first_calls_from_many_threads_cold_numba_cache(tmp_path):
+    """As above with an empty numba cache: every kernel is compiled under contention."""
+    _first_calls({"NUMBA_CACHE_DIR": str(tmp_path)})
