@@ -39,15 +39,6 @@ TIMEOUT = 120.0
 LARGE = 3 * _dispatch.PARALLEL_MIN_SIZE + 1
 
 
-@pytest.fixture(autouse=True)
-def _restore_thread_count():
-    """Put the thread count back through set_num_threads (which may forward it to the
-    backends' own runtimes, beyond what conftest restores)."""
-    saved = fsp.get_num_threads()
-    yield
-    fsp.set_num_threads(saved)
-
-
 def _inputs() -> list[tuple]:
     """Argument tuples for the one-input functions: small, large, strided large, float32/64."""
     rng = np.random.default_rng(5)

@@ -44,15 +44,6 @@ FUNCS = ("softplus", "softplus_grad", "softplus_backward")
 SIZES = (10, 1000, 65_535, 65_537, 300_001, 3_000_000)
 
 
-@pytest.fixture(autouse=True)
-def _restore_thread_count():
-    """Put the thread count back through set_num_threads (which may forward it to the
-    backends' own runtimes, beyond what conftest restores)."""
-    saved = fsp.get_num_threads()
-    yield
-    fsp.set_num_threads(saved)
-
-
 class Job(NamedTuple):
     backend: str
     func: str
