@@ -94,6 +94,22 @@ def _overrides_ufunc(obj: Any) -> bool:
     return f is not None and f is not np.ndarray.__array_ufunc__
 
 
+def _declared_dtypes(obj: Any) -> list[np.dtype]:
+    """The dtype(s) an array-like declares without being computed: ``dtype`` (dask, xarray,
+    Series) or ``dtypes`` (DataFrame); [] when it declares none."""
+    dt = getattr(obj, "dtype", None)
+    if dt is None:
+        dts = getattr(obj, "dtypes", None)
+        try:
+            return [np.dtype(d) for d in dts] if dts is not None else []
+        except TypeError:  # pandas extension dtypes: let the ufunc decide
+            return []
+    try:
+        return [np.dtype(dt)]
+    except TypeError:
+        return []
+
+
 def _check_out(out: Any, shape: tuple, rdt: np.dtype) -> None:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
@@ -122,6 +138,14 @@ def _apply(func: str, inputs: tuple, names: tuple[str, ...], beta: Any, threshol
     if any(_overrides_ufunc(a) for a in inputs):
         # dask/pandas/xarray: the numpy ufunc keeps them their own type (a dask array stays lazy)
         from . import ufuncs
+        dtypes = [_declared_dtypes(a) for a in inputs]
+        for dts, name in zip(dtypes, names):
+            for dt in dts:
+                _check_dtype(dt, name)  # before the handover: the message names the dtype
+        if all(dts and all(dt in (_F16, _F32) for dt in dts) for dts in dtypes):
+            # pandas hands the ufunc np.asarray(beta): a 0-d float64 array would pick the float64
+            # loop; float32 parameters keep float32/float16 data in their precision
+            beta, threshold = np.float32(beta), np.float32(threshold)
         kw = {} if out is None else {"out": out}
         return getattr(ufuncs, func)(*inputs, beta, threshold, **kw)
 

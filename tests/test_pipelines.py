@@ -317,9 +317,6 @@ def test_pandas_dataframe(pd, func):
                                       _call(func, df[col].to_numpy().astype(np.float64)))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pandas hands a ufunc of several inputs np.asarray() of each, so beta and threshold arrive "
-    "as 0-d float64 arrays, which NumPy 2 does not treat as weak scalars: float64 loop"))
 @pytest.mark.parametrize("func", UNARY)
 def test_pandas_float32_dataframe_stays_float32(pd, func):
     data = _values(40, np.float32)
