@@ -32,7 +32,7 @@ FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 3 * 10**7)
 #: Default grid: strided layout only at this size (the full grid has it at every size).
 DEFAULT_STRIDED_SIZES = (10**5,)
 #: The crossover grid (``--bench-crossover``): serial vs all threads around PARALLEL_MIN_N.
-CROSSOVER_SIZES = tuple(2**k for k in range(12, 21))  # 4096 .. 1048576
+CROSSOVER_SIZES = tuple(2**k for k in range(12, 21)) + (2**22, 2**24)  # 4096 .. 16M
 
 FSP_IMPLS = ("auto", "cython", "numba", "numpy")
 PEERS = ("torch", "numexpr", "jax", "scipy", "naive")
@@ -68,24 +68,31 @@ class Case(NamedTuple):
 
     @property
     def group(self) -> str:
-        return f"{self.func} {self.dtype} n={self.n:.0e} {self.layout} threads={self.threads}"
+        return f"{self.func} {self.dtype} n={fmt_n(self.n)} {self.layout} threads={self.threads}"
 
     @property
     def id(self) -> str:
-        return f"{self.dtype}-n{self.n:.0e}-{self.layout}-t{self.threads}-{self.impl}".replace(
-            "e+0", "e")
+        return f"{self.dtype}-n{fmt_n(self.n)}-{self.layout}-t{self.threads}-{self.impl}"
 
 
-def grid(func: str, full: bool = False, crossover: bool = False) -> list[Case]:
-    """The cases for `func`, ordered so that cases sharing an input are adjacent."""
+def fmt_n(n: int) -> str:
+    """1000 -> '1e3', 30000000 -> '3e7', 65536 -> '65536'."""
+    mant, exp = f"{n:.0e}".split("e")
+    return f"{mant}e{int(exp)}" if float(f"{n:.0e}") == n else str(n)
+
+
+def grid(func: str | None, full: bool = False, crossover: bool = False) -> list[Case]:
+    """The cases for `func` (every function: None, crossover grid only), ordered so that cases
+    sharing an input are adjacent."""
     nall = all_threads()
     cases = []
     if crossover:  # serial vs all threads for each backend through run(): see test_bench_threads
-        for dtype in ("float32", "float64"):
-            for n in CROSSOVER_SIZES:
-                for threads in sorted({1, nall}):
-                    for impl in ("relu", "cython", "numba"):
-                        cases.append(Case(func, dtype, n, "contig", threads, impl))
+        for fn in (FUNCS if func is None else (func,)):
+            for dtype in ("float32", "float64"):
+                for n in CROSSOVER_SIZES:
+                    for threads in sorted({1, nall}):
+                        for impl in ("relu", "cython", "numba"):
+                            cases.append(Case(fn, dtype, n, "contig", threads, impl))
         return cases
     sizes = FULL_SIZES if full else DEFAULT_SIZES
     impls = REFS + FSP_IMPLS + PEERS

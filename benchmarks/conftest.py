@@ -92,7 +92,7 @@ def _crossover(config) -> bool:
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    func = getattr(metafunc.module, "FUNC")
+    func = getattr(metafunc.module, "FUNC", None)
     crossover = getattr(metafunc.module, "CROSSOVER", False)
     if crossover and not _crossover(metafunc.config):
         grid = []
@@ -102,7 +102,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("case", [pytest.param(None, marks=pytest.mark.skip(
             reason="the crossover grid runs with --bench-crossover"))], ids=["off"])
         return
-    metafunc.parametrize("case", grid, ids=[c.id for c in grid])
+    metafunc.parametrize("case", grid, ids=[f"{c.func}-{c.id}" if crossover else c.id
+                                            for c in grid])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Serial vs all threads for each backend, 4096..1M elements: the data behind the dispatcher's
+"""Serial vs all threads for each backend, 4096..16M elements: the data behind the dispatcher's
 thread crossover (``PARALLEL_MIN_N``). Runs only with ``--bench-crossover``:
 
     python -m pytest benchmarks/test_bench_threads.py --bench-crossover --benchmark-json=x.json
@@ -13,13 +13,11 @@ import pytest
 
 import cases
 
-FUNC = "softplus"
+FUNC = None  # every function
 CROSSOVER = True
 
 
-@pytest.mark.parametrize("func", cases.FUNCS)
-def test_threads(run_case, benchmark, case, func):
-    case = case._replace(func=func)
+def test_threads(run_case, benchmark, case):
     if case.impl == "relu":
         run_case(case)
         return

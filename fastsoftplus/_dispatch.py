@@ -13,7 +13,8 @@ Which backend runs a call, first rule that applies:
    different threads do not disturb each other; threads started inside the block do not
    inherit it);
 3. the process-global default: ``set_backend(name)``, initially ``FASTSOFTPLUS_BACKEND``;
-4. the automatic choice (``_auto``): by dtype, size, layout and what is installed.
+4. the automatic choice (``_auto``): by function, dtype, size, layout, thread count and what is
+   installed; the crossovers it uses are below, each with how it was measured.
 
 Availability is decided once per process (the first time a backend is needed) and cached.
 ``FASTSOFTPLUS_DISABLE`` and ``FASTSOFTPLUS_BACKEND`` are read when this module is imported.
@@ -29,6 +30,8 @@ import threading
 from types import ModuleType
 from typing import Iterator, NamedTuple
 
+import numpy as np
+
 from . import _constants
 from ._threads import get_num_threads
 
@@ -41,8 +44,42 @@ BACKENDS: dict[str, str] = {
 
 FUNCS = ("softplus", "softplus_grad", "softplus_backward", "softplus_inverse")
 
-# --- Crossover sizes: defined once, in _constants.py (the Cython loops share them). ------------
+# --- Crossovers ----------------------------------------------------------------------------------
+# Measured on the project's machine (2-core AMD EPYC VM, AVX-512; numba 0.68 with tbb 2023.2),
+# idle (other processes < 0.1 CPU during each run, checked from /proc/stat), with the benchmark
+# suite's serial-vs-threads grid (each backend's run() with 1 and 2 threads, 4096..16M elements,
+# all four functions, both dtypes; the extension rebuilt with PARALLEL_MIN_N = 1024 so the C
+# loops' own gate did not hide threads):
+#     python -m pytest benchmarks/test_bench_threads.py --bench-crossover --benchmark-json=x.json
+#     python benchmarks/report.py x.json --crossover
+# Times below are numba/cython (< 1: numba faster), 1 thread | 2 threads, n >= 16384.
+
+#: Below this many elements a call runs on one thread (every backend; the Cython loops apply it
+#: too): defined in _constants.py. Measured: 2 threads beat 1 at the smallest size where the loops
+#: can split (32768: two blocks of 16384), by 0.52-0.60x (cython) and 0.61-0.86x (numba/tbb),
+#: for every function and dtype.
 PARALLEL_MIN_SIZE = _constants.PARALLEL_MIN_N
+
+#: numba's "workqueue" threading layer (the one numba gets when the tbb package is missing) wakes
+#: its workers slowly here: 2 threads took 4.2x (32768), 1.5x (262144), 1.3x (1e6) the serial time
+#: for float32, 0.74x at 4e6; float64 (2.4x the work per element) 0.65x from 262144. Below these
+#: sizes a numba call on that layer runs serially.
+NUMBA_WORKQUEUE_MIN_SIZE = {"float32": 1 << 21, "float64": 1 << 18}
+
+#: Below this many elements the automatic choice takes cython: numba's run() costs a few us more
+#: per call (numba/cython 1.17 at 4096, 1.02 at 8192, 0.94 at 16384, float32 softplus serial).
+NUMBA_MIN_SIZE = 1 << 14
+
+#: (func, dtype) where numba's kernels are slower than the C ones: the automatic choice keeps
+#: cython there. Serial numba/cython from 16384: softplus 0.76-0.97 (f32), 0.87-0.92 (f64); grad
+#: 0.83-0.99, 0.75-0.82; backward 0.80-1.05, 0.73-0.83; inverse 1.18-1.22 (f32), 0.92-0.99 (f64).
+#: With 2 threads numba (tbb) is within 0.8-1.05 of cython from 131072 (inverse f32 1.15-1.19),
+#: 1.05-1.5 below (tbb's start-up costs more than an OpenMP team's).
+NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
+
+#: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
+#: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
+#: non-contiguous input goes to cython.
 
 DISABLE_ENV = "FASTSOFTPLUS_DISABLE"
 BACKEND_ENV = "FASTSOFTPLUS_BACKEND"
@@ -71,7 +108,8 @@ _NO_OVERRIDE = "<no use_backend block>"
 # The use_backend() choice of this thread/context: _NO_OVERRIDE, a name, or None (automatic).
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "fastsoftplus_backend", default=_NO_OVERRIDE)
-_auto_cache: tuple[str, str] | None = None
+_auto_cache: tuple[str, str] | None = None  # the fixed choice when only one backend is usable
+_auto_ready = False  # _auto_cache is decided (None then: both compiled backends are available)
 
 
 def check_name(name: object, what: str = "backend") -> str:
@@ -220,24 +258,85 @@ def use_backend(name: str | None) -> Iterator[None]:
         _override.reset(token)
 
 
-def _auto(func: str, dtype, size: int, contiguous: bool) -> tuple[str, str]:
+def _numba_layer() -> str:
+    """numba's threading layer ("tbb", "workqueue", "omp", ...), without starting it."""
+    global _numba_layer_cache, _numba_layer_final
+    if _numba_layer_final is not None:
+        return _numba_layer_final
+    mod = _modules.get("numba")
+    if mod is None:
+        return "none"
+    started = getattr(mod, "_layer", None)
+    if started is not None:  # final once the pool runs
+        _numba_layer_final = started.split(" ")[0]
+        return _numba_layer_final
+    if _numba_layer_cache is None:
+        try:
+            _numba_layer_cache = str(mod._planned_layer()).split(" ")[0]
+        except Exception:  # an older/other numba backend: assume the slow-to-wake layer
+            _numba_layer_cache = "workqueue"
+    return _numba_layer_cache
+
+
+_numba_layer_cache: str | None = None  # the planned layer, before numba's pool starts
+_numba_layer_final: str | None = None  # the layer in use, once started
+
+
+def parallel_min_size(name: str, dtype: np.dtype) -> int:
+    """The size from which backend `name` runs a call of `dtype` (float32/float64) on more than
+    one thread (for ``explain`` and tests that want the threaded paths)."""
+    if name == "numba" and _numba_layer() == "workqueue":
+        return NUMBA_WORKQUEUE_MIN_SIZE["float32" if dtype.itemsize == 4 else "float64"]
+    return PARALLEL_MIN_SIZE
+
+
+# The automatic choice's reasons (constant strings: choose() runs on every call).
+_R_SMALL = f"automatic: n < NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (least call overhead)"
+_R_STRIDED = "automatic: non-contiguous input (numba's strided path is 4-5x slower)"
+_R_SLOWER = "automatic: {} {} is in NUMBA_SLOWER (numba's kernel measured slower)"
+_R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (numba's kernels "
+             f"measured 5-25% faster)")
+_R_TBB = ("automatic: threaded call, numba on tbb (as fast as OpenMP from ~1.3e5, and robust when "
+          "other processes keep the cores busy)")
+_R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
+
+
+def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tuple[str, str]:
     """The automatic choice: (backend name, the rule that chose it).
 
-    Initial rule (PROVISIONAL until measured): the first available backend in preference order;
-    every backend handles both float types, any strides and every size.
+    cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs and for ``NUMBA_SLOWER``; numba for
+    serial calls from ``NUMBA_MIN_SIZE`` (its kernels measured faster), and for threaded calls when
+    its threading layer is tbb (as fast from ~1.3e5, and it does not stall when other processes
+    keep the cores busy, where OpenMP's spinning team does). Whatever is installed otherwise.
     """
-    global _auto_cache
-    if _auto_cache is None:
+    global _auto_cache, _auto_ready
+    if not _auto_ready:
         names = available_backends()
         if not names:  # only if "numpy" itself is disabled
             raise BackendUnavailableError("numpy", unavailable_reasons().get("numpy", "?"))
-        skipped = [f"{n} unavailable: {r}" for n, r in unavailable_reasons().items()
-                   if list(BACKENDS).index(n) < list(BACKENDS).index(names[0])]
-        rule = f"automatic: first available in preference order {' > '.join(BACKENDS)}"
-        if skipped:
-            rule += " (" + "; ".join(skipped) + ")"
-        _auto_cache = (names[0], rule)
-    return _auto_cache
+        only = None
+        if not ("cython" in names and "numba" in names):
+            missing = "; ".join(f"{n} unavailable: {r}" for n, r in unavailable_reasons().items()
+                                if n != "numpy")
+            what = "the only compiled backend available" if names[0] != "numpy" else "the reference"
+            only = (names[0], f"automatic: {what} ({missing})")
+        _auto_cache = only
+        _auto_ready = True
+    if _auto_cache is not None:
+        return _auto_cache
+    if size < NUMBA_MIN_SIZE:
+        return "cython", _R_SMALL
+    if not contiguous:
+        return "cython", _R_STRIDED
+    dt = "float32" if dtype.itemsize == 4 else "float64"
+    if (func, dt) in NUMBA_SLOWER:
+        return "cython", _R_SLOWER.format(func, dt)
+    if not threaded:
+        return "numba", _R_SERIAL
+    layer = _numba_layer()
+    if layer == "tbb":
+        return "numba", _R_TBB
+    return "cython", _R_NOT_TBB.format(layer)
 
 
 class Choice(NamedTuple):
@@ -260,19 +359,26 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
             name = _resolve_global()
             rule = _global_source if name is not None else None
         if name is None:
-            name, auto_rule = _auto(func, dtype, size, contiguous)
+            nthreads = 1 if size < PARALLEL_MIN_SIZE else get_num_threads()
+            name, auto_rule = _auto(func, dtype, size, contiguous, nthreads > 1)
             rule = auto_rule if rule is None else f"{rule}: {auto_rule}"
             mod = _modules[name]
         else:
             mod = backend_module(name, BACKEND_ENV if rule == BACKEND_ENV else "backend")
     nthreads = 1 if size < PARALLEL_MIN_SIZE else get_num_threads()
+    if nthreads > 1 and name == "numba" and size < parallel_min_size(name, dtype):
+        nthreads = 1
     return Choice(name, mod, nthreads, rule)
 
 
-def threads_rule(size: int) -> str:
-    """Why ``choose`` picks its thread count for ``size`` elements (for ``explain``)."""
+def threads_rule(size: int, name: str | None = None, dtype=None) -> str:
+    """Why ``choose`` picks its thread count for ``size`` elements (for ``explain``); with the
+    chosen backend `name` and `dtype`, the backend-specific rule too."""
     if size < PARALLEL_MIN_SIZE:
         return f"size {size} < PARALLEL_MIN_SIZE={PARALLEL_MIN_SIZE}"
+    if name is not None and dtype is not None and size < parallel_min_size(name, np.dtype(dtype)):
+        return (f"size {size} < NUMBA_WORKQUEUE_MIN_SIZE={parallel_min_size(name, np.dtype(dtype))}: "
+                f"numba's workqueue threads lose below it")
     return "get_num_threads()"
 
 
