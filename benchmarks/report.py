@@ -4,7 +4,7 @@
     python -m pytest benchmarks --benchmark-json=bench.json
     python benchmarks/report.py bench.json                        # tables on stdout
     python benchmarks/report.py bench.json --plot bench.png       # + elements/s vs n, log-log
-    python benchmarks/report.py bench.json --readme README.md     # rewrite the README's table
+    python benchmarks/report.py *.json --plot benchmarks/throughput.png --readme README.md
     python benchmarks/report.py threads.json --crossover          # serial vs threads
 
 Every figure is ``extra_info["ratio_to_relu"]``: the case's median time over the median time of
@@ -67,22 +67,28 @@ def fmt_n(n: int) -> str:
 
 def load(paths: list[str]) -> tuple[dict, dict]:
     """(results keyed by (func, dtype, n, layout, threads, impl), machine_info of the last file)."""
-    res, machine = {}, {}
+    res, machine, loads = {}, {}, []
     for p in paths:
         with open(p) as fh:
             d = json.load(fh)
         machine = d.get("machine_info", {})
+        fi = machine.get("fastsoftplus", {})
+        loads += [v[0] for v in (fi.get("load_start"), fi.get("load_end")) if v]
         for b in d["benchmarks"]:
             e = b.get("extra_info", {})
             if "ratio_to_relu" not in e:
                 continue
             res[(e["func"], e["dtype"], e["n"], e["layout"], e["threads"], e["impl"])] = e
+    if loads and "fastsoftplus" in machine:
+        machine["fastsoftplus"]["load_range"] = (min(loads), max(loads))
+    machine["files"] = len(paths)
     return res, machine
 
 
 class Results:
-    def __init__(self, res: dict, machine: dict):
-        self.res, self.machine = res, machine
+    def __init__(self, res: dict, machine: dict, command: str | None = None,
+                 note: str | None = None):
+        self.res, self.machine, self.command, self.note = res, machine, command, note
         fi = machine.get("fastsoftplus", {})
         self.nall = fi.get("usable_cores") or max((k[4] for k in res), default=1)
 
@@ -183,16 +189,39 @@ def footer(R: Results) -> str:
         parts.append(f"cython SIMD {cy.get('simd')}, OpenMP {cy.get('openmp')}")
     if nb:
         parts.append(f"numba threading {nb.get('threading', '?').split(' ')[0]}")
-    if fi.get("load_start") is not None:
-        parts.append(f"load average {fi['load_start'][0]} at start, {fi['load_end'][0]} at end")
+    if fi.get("load_range"):
+        lo, hi = fi["load_range"]
+        parts.append(f"1-min load average {lo}-{hi} during the runs")
     text = "; ".join(parts) + "."
-    cmd = fi.get("command")
+    cmd = R.command or fi.get("command")
     if cmd:
-        text += f"\nCommand: `{cmd}`, then `python benchmarks/report.py ... --readme README.md`."
+        text += f"\nCommand: `{cmd}`, then `python benchmarks/report.py *.json --readme README.md`."
+    if R.note:
+        text += "\n" + R.note
     text += (f"\nRatio = median time / median time of `np.maximum(x, 0, out=y)` timed alternately "
              f"in the same run (lower is better); x = 5*N(0,1), out= preallocated; "
              f"\"all cores\" = {R.nall} threads.")
     return text
+
+
+def others_compact(R: Results) -> str:
+    """One row per (func, dtype): fastsoftplus all cores, torch all cores in parentheses."""
+    sizes = R.sizes("softplus_grad", "float32") or R.sizes("softplus", "float32")
+    if not sizes:
+        return ""
+    lines = ["| other functions, all cores: fastsoftplus (torch) | " +
+             " | ".join(f"n={fmt_n(n)}" for n in sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
+    for func in OTHER_FUNCS:
+        for dtype in ("float32", "float64"):
+            cells = []
+            for n in sizes:
+                e = R.get(func, dtype, n, "contig", "all", "auto")
+                t = R.get(func, dtype, n, "contig", "all", "torch")
+                cells.append((f"{e['ratio_to_relu']:.2f}" if e else "") +
+                             (f" ({t['ratio_to_relu']:.2f})" if t else ""))
+            if any(cells):
+                lines.append(f"| {func} {dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown(R: Results, compact: bool = False) -> str:
@@ -201,11 +230,16 @@ def markdown(R: Results, compact: bool = False) -> str:
         t = table(R, "softplus", dtype, MAIN_ROWS)
         if t:
             parts.append(t)
-    for dtype in ("float32", "float64"):
-        for func in OTHER_FUNCS:
-            t = table(R, func, dtype, OTHER_ROWS)
-            if t:
-                parts.append(t)
+    if compact:
+        t = others_compact(R)
+        if t:
+            parts.append(t)
+    else:
+        for dtype in ("float32", "float64"):
+            for func in OTHER_FUNCS:
+                t = table(R, func, dtype, OTHER_ROWS)
+                if t:
+                    parts.append(t)
     if not compact:
         for dtype in ("float32", "float64"):
             t = table(R, "softplus", dtype, MAIN_ROWS, layout="strided")
@@ -275,8 +309,10 @@ def main(argv=None) -> int:
     p.add_argument("--readme", metavar="README", help="replace the table between the markers")
     p.add_argument("--crossover", action="store_true", help="serial vs threads table")
     p.add_argument("--out", metavar="MD", help="write the Markdown here instead of stdout")
+    p.add_argument("--command", help="how the JSON was produced (default: the recorded command)")
+    p.add_argument("--note", help="a line to add under the tables (e.g. how quiet the machine was)")
     a = p.parse_args(argv)
-    R = Results(*load(a.json))
+    R = Results(*load(a.json), command=a.command, note=a.note)
     if not R.res:
         sys.exit("no results with extra_info['ratio_to_relu'] (was it run with "
                  "--benchmark-disable?)")
@@ -286,10 +322,14 @@ def main(argv=None) -> int:
             fh.write(text)
     else:
         print(text)
-    if a.readme:
-        replace_readme(a.readme, markdown(R, compact=True))
     if a.plot:
         plot(R, a.plot)
+    if a.readme:
+        text = markdown(R, compact=True)
+        if a.plot:
+            rel = os.path.relpath(a.plot, os.path.dirname(os.path.abspath(a.readme)))
+            text += f"\n![softplus throughput against size]({rel})\n"
+        replace_readme(a.readme, text)
     return 0
 
 
