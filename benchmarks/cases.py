@@ -31,6 +31,8 @@ DEFAULT_SIZES = (10**3, 10**5, 10**6, 10**7)
 FULL_SIZES = (10**3, 10**4, 10**5, 10**6, 10**7, 3 * 10**7)
 #: Default grid: strided layout only at this size (the full grid has it at every size).
 DEFAULT_STRIDED_SIZES = (10**5,)
+#: With --benchmark-disable (smoke: every case runs once, untimed) sizes stop here.
+SMOKE_MAX_N = 10**5
 #: The crossover grid (``--bench-crossover``): serial vs all threads around PARALLEL_MIN_N.
 CROSSOVER_SIZES = tuple(2**k for k in range(12, 21)) + (2**22, 2**24)  # 4096 .. 16M
 
@@ -81,7 +83,8 @@ def fmt_n(n: int) -> str:
     return f"{mant}e{int(exp)}" if float(f"{n:.0e}") == n else str(n)
 
 
-def grid(func: str | None, full: bool = False, crossover: bool = False) -> list[Case]:
+def grid(func: str | None, full: bool = False, crossover: bool = False,
+         smoke: bool = False) -> list[Case]:
     """The cases for `func` (every function: None, crossover grid only), ordered so that cases
     sharing an input are adjacent."""
     nall = all_threads()
@@ -95,6 +98,8 @@ def grid(func: str | None, full: bool = False, crossover: bool = False) -> list[
                             cases.append(Case(fn, dtype, n, "contig", threads, impl))
         return cases
     sizes = FULL_SIZES if full else DEFAULT_SIZES
+    if smoke:  # untimed: each code path once (1e5 is threaded and strided too), little memory
+        sizes = tuple(n for n in sizes if n <= SMOKE_MAX_N)
     impls = REFS + FSP_IMPLS + PEERS
     for dtype in ("float32", "float64"):
         for n in sizes:

@@ -3,7 +3,7 @@
     python -m pytest benchmarks                          # default grid (sizes 1e3, 1e5, 1e7)
     python -m pytest benchmarks --bench-full             # sizes 1e3..3e7, strided everywhere
     python -m pytest benchmarks --bench-crossover -k threads   # serial vs threads, 4096..1M
-    python -m pytest benchmarks --benchmark-disable -q   # smoke: every case runs once, untimed
+    python -m pytest benchmarks --benchmark-disable -q   # smoke: each case once, untimed, n <= 1e5
     python -m pytest benchmarks --benchmark-json=out.json && python benchmarks/report.py out.json
 
 ``FSP_BENCH_FULL=1`` / ``FSP_BENCH_CROSSOVER=1`` do the same as the options. ``--bench-budget``
@@ -97,7 +97,8 @@ def pytest_generate_tests(metafunc):
     if crossover and not _crossover(metafunc.config):
         grid = []
     else:
-        grid = cases.grid(func, full=_full(metafunc.config), crossover=crossover)
+        grid = cases.grid(func, full=_full(metafunc.config), crossover=crossover,
+                          smoke=bool(metafunc.config.getoption("benchmark_disable", False)))
     if not grid:
         metafunc.parametrize("case", [pytest.param(None, marks=pytest.mark.skip(
             reason="the crossover grid runs with --bench-crossover"))], ids=["off"])
