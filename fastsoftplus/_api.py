@@ -340,7 +340,7 @@ def explain(x: ArrayLike, func: str = "softplus") -> str:
     -------
     str
         E.g. ``"numba: automatic: first available in preference order cython > numba > numpy
-        (...); 1000 float32 elements, C-contiguous; 1 thread (size 1000 < PARALLEL_MIN_SIZE=65536)"``.
+        (...); 1000 float32 elements, C-contiguous; 1 thread (size 1000 < PARALLEL_MIN_SIZE=32768)"``.
     """
     if func not in _dispatch.FUNCS:
         raise ValueError(f"func={func!r} is not one of {', '.join(_dispatch.FUNCS)}")
@@ -358,4 +358,5 @@ def explain(x: ArrayLike, func: str = "softplus") -> str:
               "F-contiguous" if a.flags.f_contiguous else "strided")
     conv = f" (computed as {cdt})" if cdt != a.dtype else ""
     return (f"{c.name}: {c.rule}; {a.size} {a.dtype} elements{conv}, {layout}; "
-            f"{c.nthreads} thread{'s' if c.nthreads != 1 else ''} ({_dispatch.threads_rule(a.size)})")
+            f"{c.nthreads} thread{'s' if c.nthreads != 1 else ''} "
+            f"({_dispatch.threads_rule(a.size, c.name, cdt)})")

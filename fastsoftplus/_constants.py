@@ -66,7 +66,8 @@ LOG_C = tuple(1.0 / (2 * j + 3) for j in range(11))
 LOG_C32 = LOG_C[:5]
 
 #: Below this many elements a call runs on one thread (the dispatcher for every backend, and the
-#: Cython ufunc loops per inner-loop call): starting or waking a thread team costs microseconds,
-#: about what a vectorised kernel needs for this many elements. PROVISIONAL until the benchmarks
-#: measure it (see benchmarks/).
-PARALLEL_MIN_N = 1 << 16
+#: Cython ufunc loops per inner-loop call). Measured (benchmarks/test_bench_threads.py
+#: --bench-crossover, quiet machine, see _dispatch.py): 2 threads beat 1 from the first size the
+#: loops split, 32768 (two blocks of 16384): 0.52-0.60x the serial time (cython), 0.61-0.86x
+#: (numba on tbb), every function and dtype.
+PARALLEL_MIN_N = 1 << 15

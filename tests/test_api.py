@@ -548,7 +548,10 @@ def test_explain():
     auto = fsp.available_backends()[0]
     assert text.startswith(f"{auto}: automatic")
     assert "10 float32 elements" in text and "1 thread" in text
-    big = np.ones(_dispatch.PARALLEL_MIN_SIZE)
+    # the threaded size of the backend the automatic choice takes (numba on the workqueue layer
+    # starts threads later than PARALLEL_MIN_SIZE)
+    n = max(_dispatch.parallel_min_size(b, np.dtype(np.float64)) for b in fsp.available_backends())
+    big = np.ones(n)
     fsp.set_num_threads(2)
     assert "2 threads" in fsp.explain(big, "softplus_grad")
     assert "strided" in fsp.explain(big[::2])

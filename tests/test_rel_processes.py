@@ -35,7 +35,7 @@ FUNCS = ("softplus", "softplus_grad", "softplus_backward")
 #: worker imports numpy, fastsoftplus and numba and loads the cached kernels (~2-5 s on the
 #: shared 2-core machine, more under load).
 TIMEOUT = 120.0
-#: Above PARALLEL_MIN_N (65536), so the workers take the multi-threaded paths.
+#: Above PARALLEL_MIN_N (32768), so the workers take the multi-threaded paths.
 LARGE = 3 * _dispatch.PARALLEL_MIN_SIZE + 1
 
 
