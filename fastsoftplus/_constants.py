@@ -44,10 +44,11 @@ EXP_LITE_ARG_MIN = -700.0
 #: Below this, log1p(t) == t to within t/2 < 2**-61 relative: return t itself (also keeps subnormal
 #: results exact instead of going through a division).
 TINY = float.fromhex("0x1p-60")
-#: A double-double value below this is scaled up by 2**SCALE_UP_EXP before its exponent is taken, so
-#: subnormal arguments of the general log are normalised.
+#: Where expm1(beta*y) is below this, the inverse takes log of the exact product instead, with y
+#: (and beta, when < 1) scaled by 2**SCALE_UP_EXP: then the product is normal for any y, beta down to
+#: 2**-1074 (>= 2**-948) and below 2**200.
 LOG_SCALE_BELOW = float.fromhex("0x1p-1000")
-SCALE_UP_EXP = 200
+SCALE_UP_EXP = 600
 #: At and above this z, softplus(z) == z and log(expm1(z)) == z to double precision
 #: (exp(-40) < ulp(40) / 2**10), so every kernel returns its input there: this keeps the result
 #: exact when beta*x overflows, and keeps exp/expm1 away from overflow.

@@ -191,17 +191,21 @@ def _log_expm1_dd(z, y, beta):
     e_lo += sc * p_lo
     # expm1(z) == z below LOG_SCALE_BELOW, where z = beta*y may have lost bits to underflow (or be
     # 0): take the exact product beta * (y * 2**SCALE_UP_EXP) instead, normal and kept as hi + lo.
+    # Both factors are scaled by 2**SCALE_UP_EXP (beta only when < 1) so the product is normal
+    # for any y, beta >= 2**-1074 and cannot overflow (y*beta < 2**-1000 here).
     small = e_hi < LOG_SCALE_BELOW
-    y_up = (y if y < 1.0 else 1.0) * _SCALE_UP  # y >= 1 is never small here: no overflow
-    b_hi = y_up * beta
+    y_up = (y if y < 1.0 else 1.0) * _SCALE_UP
+    b_up = beta * _SCALE_UP if beta < 1.0 else beta
+    b_hi = y_up * b_up
     e_hi = b_hi if small else e_hi
-    e_lo = fma(y_up, beta, -b_hi) if small else e_lo
+    e_lo = fma(y_up, b_up, -b_hi) if small else e_lo
+    up = SCALE_UP_EXP * (2 if beta < 1.0 else 1)
     eb = ((_as_i64(e_hi * SQRT2) >> 52) & 0x7FF) - 1023  # e_hi * 2**-eb in [1/sqrt2, sqrt2)
     sm = _as_f64((1023 - eb) << 52)
     f_hi = e_hi * sm - 1.0  # exact (Sterbenz)
     f_lo = e_lo * sm
     d_hi, d_lo = _fast_two_sum(2.0, f_hi)
-    m = _as_f64(eb - (SCALE_UP_EXP if small else 0) + _SHIFT_BITS) - ROUND_SHIFT  # int -> double
+    m = _as_f64(eb - (up if small else 0) + _SHIFT_BITS) - ROUND_SHIFT  # int -> double
     l_hi, l_lo = _atanh_log(m, f_hi, f_lo, d_hi, d_lo + f_lo)
     return l_hi + l_lo
 

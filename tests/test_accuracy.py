@@ -226,3 +226,19 @@ def test_backends_agree_float32_sample():
         with np.errstate(invalid="ignore"):  # signalling NaNs pass through; widening flags them
             err = ulp_error(ys[1], ys[0].astype(np.float64), np.float32)
         assert not np.isnan(err).any() and err.max() <= 1.0, (func, err.max())
+
+
+def test_inverse_underflowing_product():
+    """beta*y below the normal range (found by the stress fuzz: y=2.2e-308, beta=1e-300): the
+    kernels take log of the exact, rescaled product, for any y and beta down to 2**-1074."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.prec = 200
+    cases = [(2.2250738585072014e-308, 1e-300), (5e-324, 0.5), (1e-300, 1e-300), (0.3, 1e-300),
+             (1e-200, 1e-200), (1e-310, 4.0), (5e-324, 2.0**-1000)]
+    for backend in COMPILED:
+        for y, beta in cases:
+            exact = mp.log(mp.expm1(mp.mpf(y) * mp.mpf(beta))) / mp.mpf(beta)
+            got = fsp.softplus_inverse(np.array([y]), beta, None, backend=backend)[0]
+            r = float(exact)
+            err = abs(mp.mpf(float(got)) - exact) / float(np.spacing(abs(r)))
+            assert err <= 1.0, f"{backend}: inverse({y!r}, beta={beta!r}) = {got!r}, exact {r!r}"

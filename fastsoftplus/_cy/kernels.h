@@ -179,19 +179,23 @@ static inline double FSP_K(fsp_log_expm1_dd)(double z, double y, double beta) {
     e_lo += sc * p_lo;
     /* expm1(z) == z below LOG_SCALE_BELOW, where z = beta*y may have lost bits to underflow (or
      * be 0): take the exact product beta * (y * 2**SCALE_UP_EXP) instead, normal and kept as hi + lo. */
+    /* both factors are scaled by 2**SCALE_UP_EXP (beta only when < 1) so the product is normal
+     * for any y, beta >= 2**-1074 and cannot overflow (y*beta < 2**-1000 here) */
     int small = e_hi < FSP_LOG_SCALE_BELOW;
     const double scale_up = FSP_K(fsp_as_f64)((int64_t)(FSP_SCALE_UP_EXP + 1023) << 52);
-    double y_up = (y < 1.0 ? y : 1.0) * scale_up; /* y >= 1 is never small here: no overflow */
-    double b_hi = y_up * beta;
+    double y_up = (y < 1.0 ? y : 1.0) * scale_up;
+    double b_up = beta < 1.0 ? beta * scale_up : beta;
+    double b_hi = y_up * b_up;
     e_hi = small ? b_hi : e_hi;
-    e_lo = small ? FSP_K(fsp_prod_err)(y_up, beta, b_hi) : e_lo;
+    e_lo = small ? FSP_K(fsp_prod_err)(y_up, b_up, b_hi) : e_lo;
+    int64_t up = FSP_SCALE_UP_EXP * (beta < 1.0 ? 2 : 1);
     int64_t eb = ((FSP_K(fsp_as_i64)(e_hi * FSP_SQRT2) >> 52) & 0x7FF) - 1023; /* e_hi*2**-eb in [1/sqrt2, sqrt2) */
     double sm = FSP_K(fsp_as_f64)((1023 - eb) << 52);
     double f_hi = e_hi * sm - 1.0; /* exact (Sterbenz) */
     double f_lo = e_lo * sm;
     FSP_K(fsp_fast_two_sum)(2.0, f_hi, &d_hi, &d_lo);
     /* int64 -> double through the exponent field (no vcvtqq2pd before AVX-512DQ): |m| < 2**51 */
-    double m = FSP_K(fsp_as_f64)(eb - (small ? FSP_SCALE_UP_EXP : 0) + FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT))
+    double m = FSP_K(fsp_as_f64)(eb - (small ? up : 0) + FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT))
                - FSP_ROUND_SHIFT;
     FSP_K(fsp_atanh_log)(m, f_hi, f_lo, d_hi, d_lo + f_lo, &l_hi, &l_lo);
     return l_hi + l_lo;
