@@ -10,7 +10,9 @@ for "no cut-off".  The algorithm and its error budget are described in ``_consta
     inverse_f64(y, beta, threshold)      inverse_f32(y, beta, threshold)
 
 float64 goes through double-double intermediates (error well under 1 ulp); float32 is evaluated
-in float64 with shorter polynomials and rounded once.
+in float64 with shorter polynomials and rounded once, except for beta == 1 (the loops' common
+case): softplus1_f32, grad1_f32 and backward1_f32 compute in float32 with float-float corrections
+(twice the SIMD lanes; max 0.82 ulp).
 """
 import math
 
@@ -21,7 +23,8 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ._constants import (
-    EXP_ARG_MIN, EXP_C, EXP_LITE_ARG_MIN, EXP_C32, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32,
+    EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
+    F32_ROUND_SHIFT, F32_SUB_SCALE_EXP, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
     LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
@@ -71,6 +74,21 @@ def _as_i64(typingctx, v):
         return builder.bitcast(args[0], ir.IntType(64))
 
     return types.int64(v), codegen
+
+
+@intrinsic
+def _pow2f(typingctx, kf):
+    """2**kf as a float32, for an integer-valued float32 kf in [-126, 127] (exponent field)."""
+    if kf != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        k = builder.fptosi(args[0], i32)
+        return builder.bitcast(builder.shl(builder.add(k, ir.Constant(i32, 127)), ir.Constant(i32, 23)),
+                               ir.FloatType())
+
+    return types.float32(kf), codegen
 
 
 @njit(inline="always")
@@ -343,3 +361,94 @@ def inverse_f32(y, beta, threshold):
     res = y if zd >= IDENTITY_ABOVE else res
     res = y if _quiet(y * beta) > threshold else res
     return y if y != y else res
+
+
+# ---------------------------------------------------------------- float32 in float32, beta == 1
+# Algorithm and error budget: the F32_ section of _constants.py. Every literal is a float32
+# constant: a Python float would promote the whole expression to float64.
+
+_F0, _F1, _F2 = np.float32(0.0), np.float32(1.0), np.float32(2.0)
+_F_SHIFT, _F_INV_LN2 = np.float32(F32_ROUND_SHIFT), np.float32(F32_INV_LN2)
+_F_LN2_HI, _F_LN2_LO = np.float32(F32_LN2_HI), np.float32(F32_LN2_LO)
+_F_ARG_MIN, _F_TINY, _F_IDENTITY = np.float32(F32_EXP_ARG_MIN), np.float32(TINY), np.float32(IDENTITY_ABOVE)
+_F_KC_MIN = np.float32(-100.0)
+_F_SUB_UP, _F_SUB_DOWN = np.float32(F32_SUB_SCALE_EXP), np.float32(2.0 ** -F32_SUB_SCALE_EXP)
+_EXP_CF32 = tuple(np.float32(c) for c in EXP_CF32)
+_LOG_CF32 = tuple(np.float32(c) for c in LOG_CF32)
+
+
+@njit(inline="always")
+def _exp_f32(a):
+    """exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid (normal) where
+    e >= 2**-100; once = e rounded once, right down to subnormals."""
+    kf = fma(a, _F_INV_LN2, _F_SHIFT) - _F_SHIFT
+    r = fma(kf, -_F_LN2_HI, a)  # exact (see _constants.py)
+    rl = kf * -_F_LN2_LO  # exp(r + rl) = exp(r)(1 + rl)
+    tail = fma(r * r, _horner(r, _EXP_CF32), fma(rl, r, rl))
+    s_hi, s_lo = _fast_two_sum(_F1, r)
+    v_hi, v_lo = _fast_two_sum(s_hi, s_lo + tail)  # renormalised: |v_lo| <= ulp(v_hi)/2
+    kc = kf if kf > _F_KC_MIN else _F_KC_MIN  # keeps e_hi, e_lo finite below
+    sc = _pow2f(kc)
+    return v_hi * sc, v_lo * sc, v_hi * _pow2f(kf + _F_SUB_UP) * _F_SUB_DOWN
+
+
+@njit(inline="always")
+def softplus1_f32(x, threshold):
+    """softplus(x) for float32 x, beta == 1, evaluated in float32."""
+    z = _F0 if x != x else x
+    zc = z if z < _F_IDENTITY else _F0  # finite below: no inf - inf on the way to the identity
+    a = -abs(zc)
+    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN)
+    # log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo
+    d_hi, d_lo = _fast_two_sum(_F2, e_hi)
+    d_lo += e_lo
+    inv = _F1 / d_hi
+    q = e_hi * inv
+    q_lo = fma(-q, d_lo, fma(-q, d_hi, e_hi) + e_lo) * inv
+    u = q * q
+    # atanh(q + q_lo) = atanh(q) + q_lo/(1 - q**2)
+    l_lo = _F2 * fma(q * u, _horner(u, _LOG_CF32), fma(q_lo, u, q_lo))
+    l_hi = _F2 * q
+    zp = zc if zc > _F0 else _F0
+    big = zp if zp > l_hi else l_hi
+    small = l_hi if zp > l_hi else zp
+    s, err = _fast_two_sum(big, small)
+    res = s + (err + l_lo)
+    tiny = res if z > _F0 else once  # log1p(e) == e to 2**-61: keeps subnormals once-rounded
+    res = tiny if e_hi < _F_TINY else res
+    res = x if z >= _F_IDENTITY else res
+    res = x if z > threshold else res
+    return x if x != x else res
+
+
+@njit(inline="always")
+def _sigmoid_f32(x):
+    """sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the
+    quotient corrected by its exact residual (one division). NaN x -> 0 here (callers restore it)."""
+    z = _F0 if x != x else x
+    a = -abs(z)
+    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN)
+    d_hi, d_lo = _fast_two_sum(_F1, e_hi)
+    d_lo += e_lo
+    pos = z >= _F0
+    n_hi = _F1 if pos else e_hi
+    n_lo = _F0 if pos else e_lo
+    inv = _F1 / d_hi
+    q = n_hi * inv
+    res = q + fma(-q, d_lo, fma(-q, d_hi, n_hi) + n_lo) * inv
+    tiny = res if pos else once  # e/(1 + e) == e to 2**-60: subnormals once-rounded
+    return tiny if e_hi < _F_TINY else res
+
+
+@njit(inline="always")
+def grad1_f32(x, threshold):
+    res = _sigmoid_f32(x)
+    res = _F1 if (_F0 if x != x else x) > threshold else res
+    return x if x != x else res
+
+
+@njit(inline="always")
+def backward1_f32(g, x, threshold):
+    res = g * _sigmoid_f32(x)  # the product of two floats rounds once, as in backward_f32
+    res = g if (_F0 if x != x else x) > threshold else res
+    return x if x != x else res

@@ -350,27 +350,31 @@ def _register_kernels() -> None:
             return lambda g, x, beta, threshold: k(g, x, beta, threshold)
         return typer
 
-    def unary1(k32: Any, k64: Any) -> Callable:
+    def unary1(k32: Any, k64: Any, k32_1: Any = None) -> Callable:
         def typer(x, threshold):
+            if x == types.float32 and k32_1 is not None:  # a kernel of its own for beta == 1
+                return lambda x, threshold: k32_1(x, threshold)
             if x == types.float32:
                 return lambda x, threshold: k32(x, np.float32(1.0), threshold)
             return lambda x, threshold: k64(x, 1.0, threshold)
         return typer
 
-    def binary1(k32: Any, k64: Any) -> Callable:
+    def binary1(k32: Any, k64: Any, k32_1: Any = None) -> Callable:
         def typer(g, x, threshold):
+            if x == types.float32 and k32_1 is not None:
+                return lambda g, x, threshold: k32_1(g, x, threshold)
             if x == types.float32:
                 return lambda g, x, threshold: k32(g, x, np.float32(1.0), threshold)
             return lambda g, x, threshold: k64(g, x, 1.0, threshold)
         return typer
 
-    for generic, one, make, make1, k32, k64 in [
-            (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64),
-            (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64),
-            (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64),
-            (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64)]:
+    for generic, one, make, make1, k32, k64, extra in [
+            (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64, (K.softplus1_f32,)),
+            (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64, (K.grad1_f32,)),
+            (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64, (K.backward1_f32,)),
+            (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, ())]:
         overload(generic, inline="always")(make(k32, k64))
-        overload(one, inline="always")(make1(k32, k64))
+        overload(one, inline="always")(make1(k32, k64, *extra))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
@@ -531,19 +535,19 @@ def _get_kernel(func: str, mode: str, dtype: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 def _uf_softplus(x, beta, threshold):
-    return _k_softplus(x, beta, threshold)
+    return _k1_softplus(x, threshold) if beta == 1 else _k_softplus(x, beta, threshold)
 
 
 def _uf_grad(x, beta, threshold):
-    return _k_grad(x, beta, threshold)
+    return _k1_grad(x, threshold) if beta == 1 else _k_grad(x, beta, threshold)
 
 
 def _uf_backward(g, x, beta, threshold):
-    return _k_backward(g, x, beta, threshold)
+    return _k1_backward(g, x, threshold) if beta == 1 else _k_backward(g, x, beta, threshold)
 
 
 def _uf_inverse(y, beta, threshold):
-    return _k_inverse(y, beta, threshold)
+    return _k1_inverse(y, threshold) if beta == 1 else _k_inverse(y, beta, threshold)
 
 
 _PY_UFUNCS = {"softplus": _uf_softplus, "softplus_grad": _uf_grad,

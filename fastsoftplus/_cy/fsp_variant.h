@@ -80,7 +80,7 @@ static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *x, T *y, npy_intp n, 
     if (beta == (T)1) { /* the common case: beta*x and /beta fold away (no vector division) */ \
         FSP_IVDEP                                                                              \
         for (npy_intp i = 0; i < n; i++)                                                       \
-            y[i] = FSP_K(fsp_##F##_##S)(x[i], (T)1, thr);                                     \
+            y[i] = FSP_K(fsp_##F##1_##S)(x[i], thr);                                          \
         return;                                                                                \
     }                                                                                          \
     FSP_IVDEP                                                                                  \
@@ -92,7 +92,7 @@ static FSP_FLATTEN void FSP_K(fsp_loopv_##F##_##S)(const T *x, const T *beta, co
 {                                                                                              \
     FSP_IVDEP                                                                                  \
     for (npy_intp i = 0; i < n; i++)                                                           \
-        y[i] = FSP_K(fsp_##F##_##S)(x[i], beta[i], thr[i]);                                   \
+        y[i] = FSP_K(fsp_##F##v_##S)(x[i], beta[i], thr[i]);                                  \
 }                                                                                              \
 static void FSP_K(fsp_contig_##F##_##S)(char **args, const npy_intp *steps,                    \
                                          npy_intp start, npy_intp end)                         \
@@ -168,7 +168,7 @@ static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *g, const T *x, T *y, 
     if (beta == (T)1) {                                                                        \
         FSP_IVDEP                                                                              \
         for (npy_intp i = 0; i < n; i++)                                                       \
-            y[i] = FSP_K(fsp_##F##_##S)(g[i], x[i], (T)1, thr);                               \
+            y[i] = FSP_K(fsp_##F##1_##S)(g[i], x[i], thr);                                    \
         return;                                                                                \
     }                                                                                          \
     FSP_IVDEP                                                                                  \
@@ -180,7 +180,7 @@ static FSP_FLATTEN void FSP_K(fsp_loopv_##F##_##S)(const T *g, const T *x, const
 {                                                                                              \
     FSP_IVDEP                                                                                  \
     for (npy_intp i = 0; i < n; i++)                                                           \
-        y[i] = FSP_K(fsp_##F##_##S)(g[i], x[i], beta[i], thr[i]);                             \
+        y[i] = FSP_K(fsp_##F##v_##S)(g[i], x[i], beta[i], thr[i]);                            \
 }                                                                                              \
 static void FSP_K(fsp_contig_##F##_##S)(char **args, const npy_intp *steps,                    \
                                          npy_intp start, npy_intp end)                         \
