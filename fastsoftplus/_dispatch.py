@@ -371,6 +371,17 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
     return Choice(name, mod, nthreads, rule)
 
 
+def serial_cython(size: int) -> ModuleType | None:
+    """The cython backend module if ``choose`` would give a C-contiguous call of `size` elements
+    to it on one thread by the automatic rule with nothing forced (no ``use_backend``, no global
+    default); else None. Cheap: the API's fast path asks it on every small call."""
+    if (size >= NUMBA_MIN_SIZE or size >= PARALLEL_MIN_SIZE or not _auto_ready
+            or (_auto_cache is not None and _auto_cache[0] != "cython")
+            or _override.get() is not _NO_OVERRIDE or _resolve_global() is not None):
+        return None
+    return _modules.get("cython")
+
+
 def threads_rule(size: int, name: str | None = None, dtype=None) -> str:
     """Why ``choose`` picks its thread count for ``size`` elements (for ``explain``); with the
     chosen backend `name` and `dtype`, the backend-specific rule too."""

@@ -317,3 +317,66 @@ def _set_serial_only(on):
 def _last_team_size():
     """Testing hook: threads that ran the last inner-loop call made from this OS thread."""
     return fsp_last_team_size()
+
+
+cdef bint _partial_overlap(cnp.ndarray a, cnp.ndarray b):
+    """a and b (C-contiguous, same size) share memory but do not coincide."""
+    cdef char *pa = <char *>cnp.PyArray_DATA(a)
+    cdef char *pb = <char *>cnp.PyArray_DATA(b)
+    cdef cnp.npy_intp n = cnp.PyArray_NBYTES(a)
+    return pa != pb and pa < pb + n and pb < pa + n
+
+
+def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndarray g=None,
+                out=None):
+    """``func(x, beta, threshold)`` (``func(g, x, ...)`` for backward) straight through the ufunc's
+    inner loop, without NumPy's ufunc machinery (~3 us less per call): the API's fast path for small
+    calls. x (and g) must be C-contiguous native float32/float64 arrays of one dtype and shape, which
+    the caller has checked. Returns `out` (a new array if None), or None, computing nothing, when
+    `out` is not a writeable C-contiguous ndarray of x's dtype and shape or overlaps x or g
+    partially (the caller then takes its general path). One thread below PARALLEL_MIN_N elements
+    (as every inner-loop call); the GIL is held (small calls only)."""
+    cdef int idx
+    cdef float b32, t32
+    cdef double b64, t64
+    cdef char *args[5]
+    cdef cnp.npy_intp steps[5]
+    cdef cnp.npy_intp n = x.size
+    cdef cnp.ndarray o
+    if out is None:
+        o = np.empty_like(x)
+    else:
+        if type(out) is not np.ndarray:
+            return None
+        o = <cnp.ndarray>out
+        if (o.dtype is not x.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(o)
+                or not cnp.PyArray_ISWRITEABLE(o) or not cnp.PyArray_SAMESHAPE(o, x)
+                or _partial_overlap(o, x) or (g is not None and _partial_overlap(o, g))):
+            return None
+    cdef int nin = fsp_ufunc_nin(func)
+    cdef int k = 0
+    cdef cnp.npy_intp item = x.itemsize
+    if x.dtype == _F32:
+        idx = 2
+        b32 = <float>beta
+        t32 = <float>threshold
+        args[nin - 2] = <char *>&b32
+        args[nin - 1] = <char *>&t32
+    else:
+        idx = 3
+        b64 = beta
+        t64 = threshold
+        args[nin - 2] = <char *>&b64
+        args[nin - 1] = <char *>&t64
+    if nin == 4:
+        args[0] = <char *>cnp.PyArray_DATA(g)
+        steps[0] = item
+        k = 1
+    args[k] = <char *>cnp.PyArray_DATA(x)
+    steps[k] = item
+    steps[nin - 2] = 0
+    steps[nin - 1] = 0
+    args[nin] = <char *>cnp.PyArray_DATA(o)
+    steps[nin] = item
+    fsp_ufunc_funcs(func)[idx](args, &n, steps, fsp_ufunc_data(func)[idx])
+    return o

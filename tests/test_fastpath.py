@@ -1,0 +1,114 @@
+"""The API's fast path (``_api._fast``): small, plain calls go straight to the C loop.
+
+It must be invisible: the same values, the same errors and the same treatment of ``out`` as the
+general path, and it must step aside whenever the general path would decide differently (a forced
+backend, a size for numba or threads, beta != 1, an unusual ``out``).
+"""
+import numpy as np
+import pytest
+
+import fastsoftplus as fsp
+from fastsoftplus import _dispatch
+
+pytestmark = pytest.mark.skipif("cython" not in fsp.available_backends(),
+                                reason="the fast path serves the cython backend only")
+
+FUNCS = ["softplus", "softplus_grad", "softplus_backward", "softplus_inverse"]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the calls that took the fast path."""
+    from fastsoftplus import _cython
+    seen = []
+    real = _cython.call_contig
+
+    def counting(*args):
+        r = real(*args)
+        if r is not None:  # None: declined (an unsuitable out), nothing computed
+            seen.append(args[0])
+        return r
+
+    monkeypatch.setattr(_cython, "call_contig", counting)
+    fsp.softplus(np.zeros(4), backend=None)  # the first call settles the automatic choice
+    seen.clear()
+    return seen
+
+
+def _call(func, x, **kw):
+    if func == "softplus_backward":
+        return fsp.softplus_backward(np.linspace(-3, 3, x.size).astype(x.dtype).reshape(x.shape), x, **kw)
+    return getattr(fsp, func)(x, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("func", FUNCS)
+def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
+    x = np.concatenate([np.linspace(-120, 60, 997), [np.nan, np.inf, -np.inf]]).astype(dtype)
+    if func == "softplus_inverse":
+        x = np.abs(x)
+    x = x.reshape(10, 100)
+    for kw in ({}, {"threshold": None}, {"threshold": 1.5}):
+        got = _call(func, x, **kw)
+        assert calls, f"{func} {kw}: the fast path was not taken"
+        calls.clear()
+        want = _call(func, x, backend="cython", **kw)
+        assert not calls
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        out = np.full_like(x, 7.0)
+        assert _call(func, x, out=out, **kw) is out
+        assert calls
+        calls.clear()
+        np.testing.assert_array_equal(out, want)
+
+
+def test_in_place_and_overlapping_out(calls):
+    x = np.linspace(-5, 5, 101)
+    want = fsp.softplus(x, backend="cython")
+    y = x.copy()
+    assert fsp.softplus(y, out=y) is y and calls  # out is the input: allowed, in place
+    np.testing.assert_array_equal(y, want)
+    calls.clear()
+    a = np.linspace(-5, 5, 102)
+    want = fsp.softplus(a[:-1].copy(), backend="cython")
+    fsp.softplus(a[:-1], out=a[1:])  # partial overlap: the general path reads from a copy
+    np.testing.assert_array_equal(a[1:], want)
+    assert not calls
+
+
+@pytest.mark.parametrize("out,exc", [
+    (np.empty(8, np.float32), TypeError),    # float64 input, float32 out
+    (np.empty(9), ValueError),               # wrong shape
+    ("readonly", ValueError),
+])
+def test_rejected_out_raises_and_writes_nothing(calls, out, exc):
+    x = np.linspace(-1, 1, 8)
+    if isinstance(out, str):
+        out = np.zeros(8)
+        out.flags.writeable = False
+    before = out.copy()
+    with pytest.raises(exc):
+        fsp.softplus(x, out=out)
+    np.testing.assert_array_equal(out, before)
+    assert not calls
+
+
+def test_steps_aside(calls):
+    x = np.linspace(-3, 3, 100, dtype=np.float32)
+    fsp.softplus(x, beta=2.0)
+    fsp.softplus(x, threshold=np.float32(20))       # not a Python float
+    fsp.softplus(x[::2])                            # not contiguous
+    fsp.softplus(x.astype(x.dtype.newbyteorder("S")))
+    fsp.softplus(np.float32(1.0))                   # 0-d: a scalar comes back
+    fsp.softplus(np.zeros(_dispatch.NUMBA_MIN_SIZE, np.float32))  # numba's size
+    if "numba" in fsp.available_backends():
+        with fsp.use_backend("numba"):
+            fsp.softplus(x)
+        fsp.set_backend("numba")
+        fsp.softplus(x)
+        fsp.set_backend(None)
+    assert not calls
+    with pytest.raises(ValueError, match="threshold"):
+        fsp.softplus(x, threshold=float("nan"))
+    assert not calls
