@@ -433,35 +433,35 @@ def _ser_inverse(y, out, beta, threshold):
 # lowering keeps LLVM from vectorizing it. The callee's code is compiled into the caller's
 # library, so the caller's disk cache covers it.
 
-def _par_softplus(x, out, beta, threshold):
+def _par_softplus(x, out, beta, threshold, bs):
     n = out.shape[0]
-    for b in prange((n + BLOCK_SIZE - 1) // BLOCK_SIZE):
-        lo = b * BLOCK_SIZE
-        hi = min(lo + BLOCK_SIZE, n)
+    for b in prange((n + bs - 1) // bs):
+        lo = b * bs
+        hi = min(lo + bs, n)
         _blk_softplus(x[lo:hi], out[lo:hi], beta, threshold)
 
 
-def _par_grad(x, out, beta, threshold):
+def _par_grad(x, out, beta, threshold, bs):
     n = out.shape[0]
-    for b in prange((n + BLOCK_SIZE - 1) // BLOCK_SIZE):
-        lo = b * BLOCK_SIZE
-        hi = min(lo + BLOCK_SIZE, n)
+    for b in prange((n + bs - 1) // bs):
+        lo = b * bs
+        hi = min(lo + bs, n)
         _blk_grad(x[lo:hi], out[lo:hi], beta, threshold)
 
 
-def _par_backward(g, x, out, beta, threshold):
+def _par_backward(g, x, out, beta, threshold, bs):
     n = out.shape[0]
-    for b in prange((n + BLOCK_SIZE - 1) // BLOCK_SIZE):
-        lo = b * BLOCK_SIZE
-        hi = min(lo + BLOCK_SIZE, n)
+    for b in prange((n + bs - 1) // bs):
+        lo = b * bs
+        hi = min(lo + bs, n)
         _blk_backward(g[lo:hi], x[lo:hi], out[lo:hi], beta, threshold)
 
 
-def _par_inverse(y, out, beta, threshold):
+def _par_inverse(y, out, beta, threshold, bs):
     n = out.shape[0]
-    for b in prange((n + BLOCK_SIZE - 1) // BLOCK_SIZE):
-        lo = b * BLOCK_SIZE
-        hi = min(lo + BLOCK_SIZE, n)
+    for b in prange((n + bs - 1) // bs):
+        lo = b * bs
+        hi = min(lo + bs, n)
         _blk_inverse(y[lo:hi], out[lo:hi], beta, threshold)
 
 
@@ -483,13 +483,25 @@ _PY_KERNELS = {
 _DTYPES = {np.float32: "f32", np.float64: "f64"}
 
 
-def _kernel_signature(func: str, dtype: str) -> Any:
+def _kernel_signature(func: str, dtype: str, mode: str = "ser") -> Any:
     from numba.core import types
     f = types.float32 if dtype == "f32" else types.float64
     src = types.Array(f, 1, "C", readonly=True)  # writable arrays convert to it: one compile
     dst = types.Array(f, 1, "C")
     ins = (src, src) if func == "softplus_backward" else (src,)
+    if mode == "par":  # + the block size (see _block_size)
+        return types.void(*ins, dst, f, f, types.int64)
     return types.void(*ins, dst, f, f)
+
+
+def _block_size(n: int, nthreads: int) -> int:
+    """Block size for the parallel kernels: blocks of at most BLOCK_SIZE whose count is a multiple
+    of the thread count, so numba's static schedule (a contiguous run of blocks per thread) gives
+    every thread the same work (1e5 elements on 2 threads: 8 blocks of 12500, not 4 + 3 of 16384;
+    measured float32 softplus 2.35 -> see the commit)."""
+    nb = -(-n // BLOCK_SIZE)
+    nb = -(-nb // nthreads) * nthreads
+    return -(-n // nb)
 
 
 def _renamed(fn: Callable, suffix: str) -> Callable:
@@ -525,7 +537,7 @@ def _get_kernel(func: str, mode: str, dtype: str) -> Any:
             if mode == "par":
                 opts["parallel"] = True
             py = _renamed(_PY_KERNELS[func, mode], "_" + dtype)
-            disp = numba.njit([_kernel_signature(func, dtype)], **opts)(py)
+            disp = numba.njit([_kernel_signature(func, dtype, mode)], **opts)(py)
             _kernels[key] = disp
     return disp
 
@@ -752,7 +764,7 @@ def run(func: str, arrays: tuple[np.ndarray, ...], out: np.ndarray,
             if _parallel_ok:
                 kernel = _get_kernel(func, "par", dtype)
                 with _pool(n):
-                    kernel(*ins, dst, b, t)
+                    kernel(*ins, dst, b, t, _block_size(dst.size, n))
                 return
         _get_kernel(func, "ser", dtype)(*ins, dst, b, t)
         return

@@ -138,7 +138,7 @@ def test_kernels_vectorize(func, dtype, mode):
     # compiled afresh, uncached: numba cannot show the assembly of code loaded from its cache
     opts = {**nb._jit_options(False), "parallel": mode == "par"}
     py = nb._renamed(nb._PY_KERNELS[func, mode], "_inspect")
-    disp = numba.njit([nb._kernel_signature(func, dtype)], **opts)(py)
+    disp = numba.njit([nb._kernel_signature(func, dtype, mode)], **opts)(py)
     assert_simd(disp, f"{func} {dtype} {mode}")
 
 
