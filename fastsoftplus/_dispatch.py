@@ -71,10 +71,11 @@ NUMBA_WORKQUEUE_MIN_SIZE = {"float32": 1 << 21, "float64": 1 << 18}
 NUMBA_MIN_SIZE = 1 << 14
 
 #: (func, dtype) where numba's kernels are slower than the C ones: the automatic choice keeps
-#: cython there. Serial numba/cython from 16384: softplus 0.76-0.97 (f32), 0.87-0.92 (f64); grad
-#: 0.83-0.99, 0.75-0.82; backward 0.80-1.05, 0.73-0.83; inverse 1.18-1.22 (f32), 0.92-0.99 (f64).
-#: With 2 threads numba (tbb) is within 0.8-1.05 of cython from 131072 (inverse f32 1.15-1.19),
-#: 1.05-1.5 below (tbb's start-up costs more than an OpenMP team's).
+#: cython there. Serial numba/cython from 16384: softplus 0.85-1.00 (f32), 0.87-0.94 (f64); grad
+#: 0.86-0.97, 0.77-0.88; backward 0.90-1.10, 0.74-0.82; inverse 1.19-1.22 (f32), 0.89-0.94 (f64).
+#: With 2 threads numba (tbb) is within 0.78-1.11 of cython from 262144 (inverse f32 1.10-1.17),
+#: 1.05-1.85 below (tbb's start-up costs more than an OpenMP team's). Re-measured after the
+#: float32 beta == 1 kernels (commit c4f00ee), same grid, quiet machine.
 NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
