@@ -296,9 +296,9 @@ _R_SMALL = f"automatic: n < NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (least call overhead
 _R_STRIDED = "automatic: non-contiguous input (numba's strided path is 4-5x slower)"
 _R_SLOWER = "automatic: {} {} is in NUMBA_SLOWER (numba's kernel measured slower)"
 _R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (numba's kernels "
-             f"measured 5-25% faster)")
-_R_TBB = ("automatic: threaded call, numba on tbb (as fast as OpenMP from ~1.3e5, and robust when "
-          "other processes keep the cores busy)")
+             f"measured up to 25% faster)")
+_R_TBB = ("automatic: threaded call, numba on tbb (within 0.8-1.1x of OpenMP from ~2.6e5, and "
+          "robust when other processes keep the cores busy)")
 _R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
 
 
@@ -307,8 +307,8 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
 
     cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs and for ``NUMBA_SLOWER``; numba for
     serial calls from ``NUMBA_MIN_SIZE`` (its kernels measured faster), and for threaded calls when
-    its threading layer is tbb (as fast from ~1.3e5, and it does not stall when other processes
-    keep the cores busy, where OpenMP's spinning team does). Whatever is installed otherwise.
+    its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it does not stall when other
+    processes keep the cores busy, where OpenMP's team does). Whatever is installed otherwise.
     """
     global _auto_cache, _auto_ready
     if not _auto_ready:
