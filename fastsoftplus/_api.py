@@ -230,8 +230,10 @@ def _fast(func: str, x: Any, beta: Any, threshold: Any, g: Any = None,
     dt = x.dtype
     if (dt is not _F32 and dt is not _F64) or not x.flags.c_contiguous or x.ndim == 0:
         return None
-    if g is not None and (type(g) is not np.ndarray or g.dtype is not dt or g.shape != x.shape
-                          or not g.flags.c_contiguous):
+    if dt is _F32 and abs(threshold) >= _F32_OVERFLOW:  # as _apply: +-inf, stated exactly
+        threshold = math.copysign(math.inf, threshold)
+    if func == "softplus_backward" and (type(g) is not np.ndarray or g.dtype is not dt
+                                        or g.shape != x.shape or not g.flags.c_contiguous):
         return None
     mod = _dispatch.serial_cython(x.size)
     if mod is None:

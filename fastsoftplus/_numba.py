@@ -329,6 +329,23 @@ def _k1_inverse(y, threshold):
 _registered = False
 
 
+def _target_has_fma() -> bool:
+    """Whether numba compiles for a CPU with FMA: the host's features unless NUMBA_CPU_FEATURES /
+    NUMBA_CPU_NAME say otherwise (a named CPU without features: assume none). Only then do the
+    float32 beta == 1 kernels run in float32 -- the C loops' condition too (kernels.h), so the two
+    backends run one algorithm and agree bit for bit; without FMA llvm.fma is a libm call."""
+    import platform
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True  # FMA is part of ARMv8
+    feats = numba.config.CPU_FEATURES
+    if feats is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False
+        from llvmlite import binding as ll
+        feats = ll.get_host_cpu_features().flatten()
+    return "+fma" in feats.split(",")
+
+
 def _register_kernels() -> None:
     global _registered
     if _registered:
@@ -368,13 +385,14 @@ def _register_kernels() -> None:
             return lambda g, x, threshold: k64(g, x, 1.0, threshold)
         return typer
 
+    fma = _target_has_fma()
     for generic, one, make, make1, k32, k64, extra in [
             (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64, (K.softplus1_f32,)),
             (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64, (K.grad1_f32,)),
             (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64, (K.backward1_f32,)),
             (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, ())]:
         overload(generic, inline="always")(make(k32, k64))
-        overload(one, inline="always")(make1(k32, k64, *extra))
+        overload(one, inline="always")(make1(k32, k64, *(extra if fma else ())))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)

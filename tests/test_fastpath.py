@@ -16,16 +16,23 @@ pytestmark = pytest.mark.skipif("cython" not in fsp.available_backends(),
 FUNCS = ["softplus", "softplus_grad", "softplus_backward", "softplus_inverse"]
 
 
+class Calls(list):
+    """The fast-path calls that computed (list items) and those that declined (``.declined``)."""
+    declined = 0
+
+
 @pytest.fixture
 def calls(monkeypatch):
-    """Count the calls that took the fast path."""
+    """Record the calls that reached the fast path's C entry point."""
     from fastsoftplus import _cython
-    seen = []
+    seen = Calls()
     real = _cython.call_contig
 
     def counting(*args):
         r = real(*args)
-        if r is not None:  # None: declined (an unsuitable out), nothing computed
+        if r is None:  # declined (an unsuitable out): nothing computed, nothing written
+            seen.declined += 1
+        else:
             seen.append(args[0])
         return r
 
@@ -91,7 +98,7 @@ def test_rejected_out_raises_and_writes_nothing(calls, out, exc):
     with pytest.raises(exc):
         fsp.softplus(x, out=out)
     np.testing.assert_array_equal(out, before)
-    assert not calls
+    assert not calls and calls.declined == 1  # the C side declined; the general path raised
 
 
 def test_steps_aside(calls):
@@ -112,3 +119,34 @@ def test_steps_aside(calls):
     with pytest.raises(ValueError, match="threshold"):
         fsp.softplus(x, threshold=float("nan"))
     assert not calls
+
+
+def test_backward_grad_output_not_an_array(calls):
+    x = np.linspace(-5, 5, 5)
+    with pytest.raises(TypeError, match="grad_output"):
+        fsp.softplus_backward(None, x)
+    got = fsp.softplus_backward([1.0, 2.0, 3.0, 4.0, 5.0], x)  # a list: the general path
+    assert not calls
+    np.testing.assert_array_equal(got, fsp.softplus_backward(np.arange(1.0, 6.0), x))
+    assert len(calls) == 1  # the ndarray call took the fast path
+
+
+def test_many_threads_at_once(calls):
+    """Several Python threads in the fast path at once (the GIL is released above 500 elements)."""
+    import threading
+    xs = [np.linspace(-10, 10, n) for n in (100, 600, 16000)]
+    want = [fsp.softplus(x, backend="cython") for x in xs]
+    bad = []
+
+    def work():
+        for _ in range(200):
+            for x, w in zip(xs, want):
+                if not np.array_equal(fsp.softplus(x), w):
+                    bad.append(x.size)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad and len(calls) == 4 * 200 * 3

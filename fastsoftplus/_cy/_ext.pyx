@@ -319,6 +319,13 @@ def _last_team_size():
     return fsp_last_team_size()
 
 
+ctypedef void (*_loop_nogil)(char **, cnp.npy_intp *, cnp.npy_intp *, void *) noexcept nogil
+
+# call_contig releases the GIL above this many elements: NumPy's own rule for ufunc loops
+# (NPY_BEGIN_THREADS_THRESHOLDED), so other Python threads run meanwhile, as through the ufunc.
+cdef cnp.npy_intp _NOGIL_ABOVE = 500
+
+
 cdef bint _partial_overlap(cnp.ndarray a, cnp.ndarray b):
     """a and b (C-contiguous, same size) share memory but do not coincide."""
     cdef char *pa = <char *>cnp.PyArray_DATA(a)
@@ -335,7 +342,7 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
     the caller has checked. Returns `out` (a new array if None), or None, computing nothing, when
     `out` is not a writeable C-contiguous ndarray of x's dtype and shape or overlaps x or g
     partially (the caller then takes its general path). One thread below PARALLEL_MIN_N elements
-    (as every inner-loop call); the GIL is held (small calls only)."""
+    (as every inner-loop call); the GIL is released above _NOGIL_ABOVE elements, as NumPy does."""
     cdef int idx
     cdef float b32, t32
     cdef double b64, t64
@@ -355,6 +362,10 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
             return None
     cdef int nin = fsp_ufunc_nin(func)
     cdef int k = 0
+    cdef _loop_nogil loop
+    cdef void *data
+    if nin == 4 and g is None:
+        raise TypeError("call_contig: backward needs g")
     cdef cnp.npy_intp item = x.itemsize
     if x.dtype == _F32:
         idx = 2
@@ -378,5 +389,11 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
     steps[nin - 1] = 0
     args[nin] = <char *>cnp.PyArray_DATA(o)
     steps[nin] = item
-    fsp_ufunc_funcs(func)[idx](args, &n, steps, fsp_ufunc_data(func)[idx])
+    loop = <_loop_nogil>fsp_ufunc_funcs(func)[idx]
+    data = fsp_ufunc_data(func)[idx]
+    if n > _NOGIL_ABOVE:
+        with nogil:
+            loop(args, &n, steps, data)
+    else:
+        loop(args, &n, steps, data)
     return o

@@ -327,9 +327,12 @@ static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
 
 /* ------------------------------------------------------------------ float32 in float32, beta == 1
  * Needs a real FMA (exact residuals); without one the *1_f32 kernels fall back to the float64
- * evaluation above.  Algorithm and error budget: the F32_ section of _constants.py. */
+ * evaluation above (so does the Numba backend on a CPU without FMA).  Algorithm and error budget: the F32_ section of _constants.py. */
 
-#ifdef __FMA__
+/* The same condition as the Numba side's (_numba._HOST_FMA: the CPU has FMA): both backends then
+ * run the same algorithm and agree bit for bit.  FP_FAST_FMAF (C99 <math.h>): fmaf is a hardware
+ * instruction here. */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA) || defined(FP_FAST_FMAF)
 #define FSP_F32_NATIVE 1
 
 /* 2**kf as a float32, for an integer-valued kf in [-126, 127] (exponent field). */
