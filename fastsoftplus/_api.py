@@ -61,6 +61,12 @@ def _check_params(beta: Any, threshold: Any) -> tuple[float, float]:
 
 # --- inputs and out ----------------------------------------------------------------------------
 
+def _f32_threshold(threshold: float) -> float:
+    """threshold for a float32 computation: +-inf where float32(threshold) is (said exactly, so
+    no out-of-range double -> float conversion happens in C)."""
+    return math.copysign(math.inf, threshold) if abs(threshold) >= _F32_OVERFLOW else threshold
+
+
 def _check_dtype(dt: np.dtype, name: str) -> None:
     if dt.kind in "biu" or (dt.kind == "f" and dt.itemsize <= 8):
         return
@@ -170,8 +176,7 @@ def _apply(func: str, inputs: tuple, names: tuple[str, ...], beta: Any, threshol
         if beta >= _F32_OVERFLOW or beta <= _F32_UNDERFLOW:
             raise ValueError(f"beta must be representable in float32 (the precision of this "
                              f"computation), got {beta!r}")
-        if abs(threshold) >= _F32_OVERFLOW:  # float32(threshold) is +-inf: say so exactly
-            threshold = math.copysign(math.inf, threshold)
+        threshold = _f32_threshold(threshold)
     if out is not None:
         _check_out(out, shape, rdt)
 
@@ -219,7 +224,8 @@ def _fast(func: str, x: Any, beta: Any, threshold: Any, g: Any = None,
     a size the automatic choice gives the cython backend on one thread; `out` None or a writeable
     C-contiguous array of x's dtype and shape that is x (or g) or does not overlap them (checked
     in C). Such a call passes every check of `_apply`, so skipping them changes nothing but the
-    time (~4 us of Python per call).
+    time (~4 us of Python per call). Each public function calls it directly: going through
+    `_apply` first measured 0.25 us more per call (2.32 vs 2.07 us at n = 1e3, ReLU 1.14 us).
     """
     if type(x) is not np.ndarray or type(beta) is not float or beta != 1.0:
         return None
@@ -230,8 +236,8 @@ def _fast(func: str, x: Any, beta: Any, threshold: Any, g: Any = None,
     dt = x.dtype
     if (dt is not _F32 and dt is not _F64) or not x.flags.c_contiguous or x.ndim == 0:
         return None
-    if dt is _F32 and abs(threshold) >= _F32_OVERFLOW:  # as _apply: +-inf, stated exactly
-        threshold = math.copysign(math.inf, threshold)
+    if dt is _F32:
+        threshold = _f32_threshold(threshold)
     if func == "softplus_backward" and (type(g) is not np.ndarray or g.dtype is not dt
                                         or g.shape != x.shape or not g.flags.c_contiguous):
         return None

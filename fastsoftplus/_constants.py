@@ -69,7 +69,7 @@ LOG_C = tuple(1.0 / (2 * j + 3) for j in range(11))
 LOG_C32 = LOG_C[:5]
 
 
-# ---- float32 evaluated in float32 (softplus with beta == 1, both backends, FMA required) -------
+# ---- float32 evaluated in float32 (softplus/grad/backward, beta == 1, both backends, FMA CPUs) --
 # exp(a) = 2**k * (v_hi + v_lo) with float-float corrections, log1p(e) = 2*atanh(e / (2 + e)) with
 # the quotient kept as q + q_lo, then max(z, 0) + 2q + tail with an exact two-sum: max error
 # 0.71 ulp for normal results, 0.82 ulp for subnormal ones (exhaustive over all 2**32 floats,
@@ -100,6 +100,9 @@ LOG_CF32 = tuple(_f32(c) for c in LOG_C[:7])
 #: exp results below 2**-125 (subnormal float32) are scaled as v_hi * 2**(k + F32_SUB_SCALE_EXP)
 #: (normal) times 2**-F32_SUB_SCALE_EXP, which rounds once.
 F32_SUB_SCALE_EXP = 64
+#: The float-float exp (e_hi, e_lo) is scaled by 2**max(k, F32_SCALE_MIN_EXP): it stays normal and
+#: finite; it only serves where e >= TINY = 2**-60 (below, the once-rounded value is used).
+F32_SCALE_MIN_EXP = -100
 
 #: Below this many elements a call runs on one thread (the dispatcher for every backend, and the
 #: Cython ufunc loops per inner-loop call). Measured (benchmarks/test_bench_threads.py

@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
-    F32_ROUND_SHIFT, F32_SUB_SCALE_EXP, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
+    F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
     LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
@@ -371,7 +371,7 @@ _F0, _F1, _F2 = np.float32(0.0), np.float32(1.0), np.float32(2.0)
 _F_SHIFT, _F_INV_LN2 = np.float32(F32_ROUND_SHIFT), np.float32(F32_INV_LN2)
 _F_LN2_HI, _F_LN2_LO = np.float32(F32_LN2_HI), np.float32(F32_LN2_LO)
 _F_ARG_MIN, _F_TINY, _F_IDENTITY = np.float32(F32_EXP_ARG_MIN), np.float32(TINY), np.float32(IDENTITY_ABOVE)
-_F_KC_MIN = np.float32(-100.0)
+_F_KC_MIN = np.float32(F32_SCALE_MIN_EXP)
 _F_SUB_UP, _F_SUB_DOWN = np.float32(F32_SUB_SCALE_EXP), np.float32(2.0 ** -F32_SUB_SCALE_EXP)
 _EXP_CF32 = tuple(np.float32(c) for c in EXP_CF32)
 _LOG_CF32 = tuple(np.float32(c) for c in LOG_CF32)

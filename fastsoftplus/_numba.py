@@ -386,13 +386,15 @@ def _register_kernels() -> None:
         return typer
 
     fma = _target_has_fma()
-    for generic, one, make, make1, k32, k64, extra in [
-            (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64, (K.softplus1_f32,)),
-            (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64, (K.grad1_f32,)),
-            (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64, (K.backward1_f32,)),
-            (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, ())]:
+    for generic, one, make, make1, k32, k64, k32_1 in [
+            (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64,
+             K.softplus1_f32),
+            (_k_grad, _k1_grad, unary, unary1, K.grad_f32, K.grad_f64, K.grad1_f32),
+            (_k_backward, _k1_backward, binary, binary1, K.backward_f32, K.backward_f64,
+             K.backward1_f32),
+            (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, None)]:
         overload(generic, inline="always")(make(k32, k64))
-        overload(one, inline="always")(make1(k32, k64, *(extra if fma else ())))
+        overload(one, inline="always")(make1(k32, k64, k32_1 if fma else None))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
@@ -516,7 +518,7 @@ def _block_size(n: int, nthreads: int) -> int:
     """Block size for the parallel kernels: blocks of at most BLOCK_SIZE whose count is a multiple
     of the thread count, so numba's static schedule (a contiguous run of blocks per thread) gives
     every thread the same work (1e5 elements on 2 threads: 8 blocks of 12500, not 4 + 3 of 16384;
-    measured float32 softplus 2.35 -> see the commit)."""
+    measured: float32 softplus at 1e5 on 2 threads, 2.35 -> 1.96x ReLU)."""
     nb = -(-n // BLOCK_SIZE)
     nb = -(-nb // nthreads) * nthreads
     return -(-n // nb)

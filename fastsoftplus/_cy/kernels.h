@@ -27,6 +27,19 @@
 
 #ifndef FSP_KERNEL_TABLES_ONCE
 #define FSP_KERNEL_TABLES_ONCE
+/* fsp_F1_S(x, thr): F with beta == 1; fsp_Fv_S(x, beta, thr): F for the per-element-beta loops.
+ * These define the ones that only forward to the general kernel. */
+#define FSP_BETA1_UNARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##1_##S)(T x, T thr) { return FSP_K(fsp_##F##_##S)(x, (T)1, thr); }
+#define FSP_BETA1_BINARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##1_##S)(T g, T x, T thr) { \
+        return FSP_K(fsp_##F##_##S)(g, x, (T)1, thr); }
+#define FSP_SAME_UNARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##v_##S)(T x, T beta, T thr) { \
+        return FSP_K(fsp_##F##_##S)(x, beta, thr); }
+#define FSP_SAME_BINARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##v_##S)(T g, T x, T beta, T thr) { \
+        return FSP_K(fsp_##F##_##S)(g, x, beta, thr); }
 static const double fsp_exp_c[] = FSP_EXP_C; /* the series of _constants.py */
 static const double fsp_exp_c32[] = FSP_EXP_C32;
 static const double fsp_log_c[] = FSP_LOG_C;
@@ -326,14 +339,11 @@ static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
 }
 
 /* ------------------------------------------------------------------ float32 in float32, beta == 1
- * Needs a real FMA (exact residuals); without one the *1_f32 kernels fall back to the float64
- * evaluation above (so does the Numba backend on a CPU without FMA).  Algorithm and error budget: the F32_ section of _constants.py. */
-
-/* The same condition as the Numba side's (_numba._HOST_FMA: the CPU has FMA): both backends then
- * run the same algorithm and agree bit for bit.  FP_FAST_FMAF (C99 <math.h>): fmaf is a hardware
- * instruction here. */
+ * Algorithm and error budget: the F32_ section of _constants.py.  Needs a real FMA (exact
+ * residuals); without one the *1_f32 kernels fall back to the float64 evaluation above, as the
+ * Numba backend does for a CPU without FMA (_numba._target_has_fma): both backends then run the
+ * same algorithm and agree bit for bit.  FP_FAST_FMAF (C99 <math.h>): fmaf is an instruction. */
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA) || defined(FP_FAST_FMAF)
-#define FSP_F32_NATIVE 1
 
 /* 2**kf as a float32, for an integer-valued kf in [-126, 127] (exponent field). */
 static inline float FSP_K(fsp_pow2f)(float kf) { return FSP_K(fsp_as_f32)(((int32_t)kf + 127) << 23); }
@@ -341,7 +351,7 @@ static inline float FSP_K(fsp_pow2f)(float kf) { return FSP_K(fsp_as_f32)(((int3
 /* exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid (normal) where
  * e >= 2**-100; once = e rounded once, right down to subnormals. */
 static inline void FSP_K(fsp_exp_f32)(float a, float *e_hi, float *e_lo, float *once) {
-    const float shift = (float)FSP_F32_ROUND_SHIFT, kc_min = -100.0f;
+    const float shift = (float)FSP_F32_ROUND_SHIFT, kc_min = (float)FSP_F32_SCALE_MIN_EXP;
     float kf = __builtin_fmaf(a, (float)FSP_F32_INV_LN2, shift) - shift;
     float r = __builtin_fmaf(kf, -(float)FSP_F32_LN2_HI, a);   /* exact (see _constants.py) */
     float rl = kf * -(float)FSP_F32_LN2_LO;                    /* exp(r + rl) = exp(r)(1 + rl) */
@@ -363,7 +373,8 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float zc = z < (float)FSP_IDENTITY_ABOVE ? z : 0.0f; /* finite below: no inf - inf on the way */
     float a = -__builtin_fabsf(zc);
     float e_hi, e_lo, once;
-    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, &e_hi, &e_lo, &once);
+    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
+                       &e_hi, &e_lo, &once);
     /* log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo */
     float d_hi = 2.0f + e_hi, d_lo = (e_hi - (d_hi - 2.0f)) + e_lo;
     float inv = 1.0f / d_hi;
@@ -371,8 +382,8 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float q_lo = __builtin_fmaf(-q, d_lo, __builtin_fmaf(-q, d_hi, e_hi) + e_lo) * inv;
     float u = q * q;
     /* atanh(q + q_lo) = atanh(q) + q_lo/(1 - q**2) */
-    float l_lo = 2.0f * __builtin_fmaf(q * u, FSP_K(fsp_hornerf)(u, fsp_log_cf32, FSP_LEN(fsp_log_cf32)),
-                                       __builtin_fmaf(q_lo, u, q_lo));
+    float p = FSP_K(fsp_hornerf)(u, fsp_log_cf32, FSP_LEN(fsp_log_cf32));
+    float l_lo = 2.0f * __builtin_fmaf(q * u, p, __builtin_fmaf(q_lo, u, q_lo));
     float l_hi = 2.0f * q;
     float zp = zc > 0.0f ? zc : 0.0f;
     float big = zp > l_hi ? zp : l_hi, small = zp > l_hi ? l_hi : zp;
@@ -391,7 +402,8 @@ static inline float FSP_K(fsp_sigmoid_f32)(float x) {
     float z = x != x ? 0.0f : x;
     float a = -__builtin_fabsf(z);
     float e_hi, e_lo, once;
-    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, &e_hi, &e_lo, &once);
+    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
+                       &e_hi, &e_lo, &once);
     float d_hi = 1.0f + e_hi, d_lo = (e_hi - (d_hi - 1.0f)) + e_lo;
     int pos = z >= 0.0f;
     float n_hi = pos ? 1.0f : e_hi, n_lo = pos ? 0.0f : e_lo;
@@ -415,17 +427,17 @@ static inline float FSP_K(fsp_backward1_f32)(float g, float x, float thr) {
     return x != x ? x : res;
 }
 #else
-static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) { return FSP_K(fsp_softplus_f32)(x, 1.0f, thr); }
-static inline float FSP_K(fsp_grad1_f32)(float x, float thr) { return FSP_K(fsp_grad_f32)(x, 1.0f, thr); }
-static inline float FSP_K(fsp_backward1_f32)(float g, float x, float thr) { return FSP_K(fsp_backward_f32)(g, x, 1.0f, thr); }
+FSP_BETA1_UNARY(softplus, float, f32)
+FSP_BETA1_UNARY(grad, float, f32)
+FSP_BETA1_BINARY(backward, float, f32)
 #endif
 
 /* beta == 1 (the loops' common case): beta*x and /beta fold away, no vector division */
-static inline double FSP_K(fsp_softplus1_f64)(double x, double thr) { return FSP_K(fsp_softplus_f64)(x, 1.0, thr); }
-static inline double FSP_K(fsp_grad1_f64)(double x, double thr) { return FSP_K(fsp_grad_f64)(x, 1.0, thr); }
-static inline double FSP_K(fsp_backward1_f64)(double g, double x, double thr) { return FSP_K(fsp_backward_f64)(g, x, 1.0, thr); }
-static inline float FSP_K(fsp_inverse1_f32)(float y, float thr) { return FSP_K(fsp_inverse_f32)(y, 1.0f, thr); }
-static inline double FSP_K(fsp_inverse1_f64)(double y, double thr) { return FSP_K(fsp_inverse_f64)(y, 1.0, thr); }
+FSP_BETA1_UNARY(softplus, double, f64)
+FSP_BETA1_UNARY(grad, double, f64)
+FSP_BETA1_BINARY(backward, double, f64)
+FSP_BETA1_UNARY(inverse, float, f32)
+FSP_BETA1_UNARY(inverse, double, f64)
 
 /* Per-element beta (the loopv loops): an element with beta == 1 gets the same result as a call with
  * a scalar beta of 1, so how beta is passed never changes a value. */
@@ -433,16 +445,16 @@ static inline float FSP_K(fsp_softplusv_f32)(float x, float beta, float thr) {
     float one = FSP_K(fsp_softplus1_f32)(x, thr), any = FSP_K(fsp_softplus_f32)(x, beta, thr);
     return beta == 1.0f ? one : any;
 }
-static inline double FSP_K(fsp_softplusv_f64)(double x, double beta, double thr) { return FSP_K(fsp_softplus_f64)(x, beta, thr); }
 static inline float FSP_K(fsp_gradv_f32)(float x, float beta, float thr) {
     float one = FSP_K(fsp_grad1_f32)(x, thr), any = FSP_K(fsp_grad_f32)(x, beta, thr);
     return beta == 1.0f ? one : any;
 }
-static inline double FSP_K(fsp_gradv_f64)(double x, double beta, double thr) { return FSP_K(fsp_grad_f64)(x, beta, thr); }
 static inline float FSP_K(fsp_backwardv_f32)(float g, float x, float beta, float thr) {
     float one = FSP_K(fsp_backward1_f32)(g, x, thr), any = FSP_K(fsp_backward_f32)(g, x, beta, thr);
     return beta == 1.0f ? one : any;
 }
-static inline double FSP_K(fsp_backwardv_f64)(double g, double x, double beta, double thr) { return FSP_K(fsp_backward_f64)(g, x, beta, thr); }
-static inline float FSP_K(fsp_inversev_f32)(float y, float beta, float thr) { return FSP_K(fsp_inverse_f32)(y, beta, thr); }
-static inline double FSP_K(fsp_inversev_f64)(double y, double beta, double thr) { return FSP_K(fsp_inverse_f64)(y, beta, thr); }
+FSP_SAME_UNARY(softplus, double, f64)
+FSP_SAME_UNARY(grad, double, f64)
+FSP_SAME_BINARY(backward, double, f64)
+FSP_SAME_UNARY(inverse, float, f32)
+FSP_SAME_UNARY(inverse, double, f64)
