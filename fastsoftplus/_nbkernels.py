@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
-    F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
+    F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
     LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
@@ -370,7 +370,8 @@ def inverse_f32(y, beta, threshold):
 _F0, _F1, _F2 = np.float32(0.0), np.float32(1.0), np.float32(2.0)
 _F_SHIFT, _F_INV_LN2 = np.float32(F32_ROUND_SHIFT), np.float32(F32_INV_LN2)
 _F_LN2_HI, _F_LN2_LO = np.float32(F32_LN2_HI), np.float32(F32_LN2_LO)
-_F_ARG_MIN, _F_TINY, _F_IDENTITY = np.float32(F32_EXP_ARG_MIN), np.float32(TINY), np.float32(IDENTITY_ABOVE)
+_F_ARG_MIN, _F_TINY, _F_IDENTITY = np.float32(F32_EXP_ARG_MIN), np.float32(F32_TINY), np.float32(IDENTITY_ABOVE)
+_F_Q_MIN = np.float32(F32_TAIL_Q_MIN)
 _F_KC_MIN = np.float32(F32_SCALE_MIN_EXP)
 _F_SUB_UP, _F_SUB_DOWN = np.float32(F32_SUB_SCALE_EXP), np.float32(2.0 ** -F32_SUB_SCALE_EXP)
 _EXP_CF32 = tuple(np.float32(c) for c in EXP_CF32)
@@ -378,9 +379,10 @@ _LOG_CF32 = tuple(np.float32(c) for c in LOG_CF32)
 
 
 @njit(inline="always")
-def _exp_f32(a):
-    """exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid (normal) where
-    e >= 2**-100; once = e rounded once, right down to subnormals."""
+def _exp_f32(a, a_once):
+    """exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid where e >= F32_TINY
+    (and normal everywhere); once = e rounded once, right down to subnormals, where a_once >
+    F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow)."""
     kf = fma(a, _F_INV_LN2, _F_SHIFT) - _F_SHIFT
     r = fma(kf, -_F_LN2_HI, a)  # exact (see _constants.py)
     rl = kf * -_F_LN2_LO  # exp(r + rl) = exp(r)(1 + rl)
@@ -389,7 +391,9 @@ def _exp_f32(a):
     v_hi, v_lo = _fast_two_sum(s_hi, s_lo + tail)  # renormalised: |v_lo| <= ulp(v_hi)/2
     kc = kf if kf > _F_KC_MIN else _F_KC_MIN  # keeps e_hi, e_lo finite below
     sc = _pow2f(kc)
-    return v_hi * sc, v_lo * sc, v_hi * _pow2f(kf + _F_SUB_UP) * _F_SUB_DOWN
+    # times 0, not 2**-64, where once is not wanted: an exact 0, no underflowing product
+    down = _F_SUB_DOWN if a_once > _F_ARG_MIN else _F0
+    return v_hi * sc, v_lo * sc, v_hi * _pow2f(kf + _F_SUB_UP) * down
 
 
 @njit(inline="always")
@@ -398,14 +402,15 @@ def softplus1_f32(x, threshold):
     z = _F0 if x != x else x
     zc = z if z < _F_IDENTITY else _F0  # finite below: no inf - inf on the way to the identity
     a = -abs(zc)
-    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN)
+    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, a)
     # log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo
     d_hi, d_lo = _fast_two_sum(_F2, e_hi)
     d_lo += e_lo
     inv = _F1 / d_hi
     q = e_hi * inv
     q_lo = fma(-q, d_lo, fma(-q, d_hi, e_hi) + e_lo) * inv
-    u = q * q
+    qc = q if q > _F_Q_MIN else _F_Q_MIN  # u, q*u stay normal
+    u = qc * qc
     # atanh(q + q_lo) = atanh(q) + q_lo/(1 - q**2)
     l_lo = _F2 * fma(q * u, _horner(u, _LOG_CF32), fma(q_lo, u, q_lo))
     l_hi = _F2 * q
@@ -414,8 +419,8 @@ def softplus1_f32(x, threshold):
     small = l_hi if zp > l_hi else zp
     s, err = _fast_two_sum(big, small)
     res = s + (err + l_lo)
-    tiny = res if z > _F0 else once  # log1p(e) == e to 2**-61: keeps subnormals once-rounded
-    res = tiny if e_hi < _F_TINY else res
+    tiny = res if z > _F0 else once  # log1p(e) == e to 2**-41: keeps subnormals once-rounded
+    res = tiny if once < _F_TINY else res
     res = x if z >= _F_IDENTITY else res
     res = x if z > threshold else res
     return x if x != x else res
@@ -427,17 +432,17 @@ def _sigmoid_f32(x):
     quotient corrected by its exact residual (one division). NaN x -> 0 here (callers restore it)."""
     z = _F0 if x != x else x
     a = -abs(z)
-    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN)
+    pos = z >= _F0  # once only for x < 0: for x >= 0 it could be subnormal, unused
+    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, _F_ARG_MIN if pos else a)
     d_hi, d_lo = _fast_two_sum(_F1, e_hi)
     d_lo += e_lo
-    pos = z >= _F0
     n_hi = _F1 if pos else e_hi
     n_lo = _F0 if pos else e_lo
     inv = _F1 / d_hi
     q = n_hi * inv
     res = q + fma(-q, d_lo, fma(-q, d_hi, n_hi) + n_lo) * inv
-    tiny = res if pos else once  # e/(1 + e) == e to 2**-60: subnormals once-rounded
-    return tiny if e_hi < _F_TINY else res
+    tiny = res if pos else once  # e/(1 + e) == e to 2**-40: subnormals once-rounded
+    return tiny if once < _F_TINY else res
 
 
 @njit(inline="always")

@@ -348,9 +348,10 @@ static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
 /* 2**kf as a float32, for an integer-valued kf in [-126, 127] (exponent field). */
 static inline float FSP_K(fsp_pow2f)(float kf) { return FSP_K(fsp_as_f32)(((int32_t)kf + 127) << 23); }
 
-/* exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid (normal) where
- * e >= 2**-100; once = e rounded once, right down to subnormals. */
-static inline void FSP_K(fsp_exp_f32)(float a, float *e_hi, float *e_lo, float *once) {
+/* exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid where e >= F32_TINY (and
+ * normal everywhere); once = e rounded once, right down to subnormals, where a_once >
+ * F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow). */
+static inline void FSP_K(fsp_exp_f32)(float a, float a_once, float *e_hi, float *e_lo, float *once) {
     const float shift = (float)FSP_F32_ROUND_SHIFT, kc_min = (float)FSP_F32_SCALE_MIN_EXP;
     float kf = __builtin_fmaf(a, (float)FSP_F32_INV_LN2, shift) - shift;
     float r = __builtin_fmaf(kf, -(float)FSP_F32_LN2_HI, a);   /* exact (see _constants.py) */
@@ -364,8 +365,9 @@ static inline void FSP_K(fsp_exp_f32)(float a, float *e_hi, float *e_lo, float *
     float sc = FSP_K(fsp_pow2f)(kc);
     *e_hi = v_hi * sc;
     *e_lo = v_lo * sc;
-    *once = v_hi * FSP_K(fsp_pow2f)(kf + (float)FSP_F32_SUB_SCALE_EXP)
-            * FSP_K(fsp_as_f32)((127 - FSP_F32_SUB_SCALE_EXP) << 23);
+    /* times 0, not 2**-64, where once is not wanted: an exact 0, no underflowing product */
+    float down = a_once > (float)FSP_F32_EXP_ARG_MIN ? FSP_K(fsp_as_f32)((127 - FSP_F32_SUB_SCALE_EXP) << 23) : 0.0f;
+    *once = v_hi * FSP_K(fsp_pow2f)(kf + (float)FSP_F32_SUB_SCALE_EXP) * down;
 }
 
 static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
@@ -373,14 +375,15 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float zc = z < (float)FSP_IDENTITY_ABOVE ? z : 0.0f; /* finite below: no inf - inf on the way */
     float a = -__builtin_fabsf(zc);
     float e_hi, e_lo, once;
-    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
+    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, a,
                        &e_hi, &e_lo, &once);
     /* log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo */
     float d_hi = 2.0f + e_hi, d_lo = (e_hi - (d_hi - 2.0f)) + e_lo;
     float inv = 1.0f / d_hi;
     float q = e_hi * inv;
     float q_lo = __builtin_fmaf(-q, d_lo, __builtin_fmaf(-q, d_hi, e_hi) + e_lo) * inv;
-    float u = q * q;
+    float qc = q > (float)FSP_F32_TAIL_Q_MIN ? q : (float)FSP_F32_TAIL_Q_MIN; /* u, q*u stay normal */
+    float u = qc * qc;
     /* atanh(q + q_lo) = atanh(q) + q_lo/(1 - q**2) */
     float p = FSP_K(fsp_hornerf)(u, fsp_log_cf32, FSP_LEN(fsp_log_cf32));
     float l_lo = 2.0f * __builtin_fmaf(q * u, p, __builtin_fmaf(q_lo, u, q_lo));
@@ -389,8 +392,8 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float big = zp > l_hi ? zp : l_hi, small = zp > l_hi ? l_hi : zp;
     float s = big + small, err = small - (s - big);             /* fast two-sum */
     float res = s + (err + l_lo);
-    float tiny = z > 0.0f ? res : once;   /* log1p(e) == e to 2**-61: keeps subnormals once-rounded */
-    res = e_hi < (float)FSP_TINY ? tiny : res;  /* separate selects: GCC 12 vectorizes these */
+    float tiny = z > 0.0f ? res : once;   /* log1p(e) == e to 2**-41: keeps subnormals once-rounded */
+    res = once < (float)FSP_F32_TINY ? tiny : res;  /* separate selects: GCC 12 vectorizes these */
     res = z >= (float)FSP_IDENTITY_ABOVE ? x : res;
     res = z > thr ? x : res;
     return x != x ? x : res;
@@ -402,16 +405,16 @@ static inline float FSP_K(fsp_sigmoid_f32)(float x) {
     float z = x != x ? 0.0f : x;
     float a = -__builtin_fabsf(z);
     float e_hi, e_lo, once;
+    int pos = z >= 0.0f; /* once only for x < 0: for x >= 0 it could be subnormal, unused */
     FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
-                       &e_hi, &e_lo, &once);
+                       pos ? (float)FSP_F32_EXP_ARG_MIN : a, &e_hi, &e_lo, &once);
     float d_hi = 1.0f + e_hi, d_lo = (e_hi - (d_hi - 1.0f)) + e_lo;
-    int pos = z >= 0.0f;
     float n_hi = pos ? 1.0f : e_hi, n_lo = pos ? 0.0f : e_lo;
     float inv = 1.0f / d_hi;
     float q = n_hi * inv;
     float res = q + __builtin_fmaf(-q, d_lo, __builtin_fmaf(-q, d_hi, n_hi) + n_lo) * inv;
-    float tiny = pos ? res : once;        /* e/(1 + e) == e to 2**-60: subnormals once-rounded */
-    return e_hi < (float)FSP_TINY ? tiny : res;
+    float tiny = pos ? res : once;        /* e/(1 + e) == e to 2**-40: subnormals once-rounded */
+    return once < (float)FSP_F32_TINY ? tiny : res;
 }
 
 static inline float FSP_K(fsp_grad1_f32)(float x, float thr) {
