@@ -52,6 +52,29 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+#: The LLVM function attribute that wide_vectors() sets.
+PREFER_512 = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM vectorize the calling function with 512-bit registers where the CPU has AVX-512.
+
+    LLVM's tuning for Intel's AVX-512 cores (skylake-avx512 ... sapphirerapids, rocketlake) prefers
+    256-bit vectors, to spare mixed workloads the clock drop of 512-bit code; GCC (the C loops)
+    uses 512 bits. For these compute-bound loops 512 bits measured faster on the CI machine's Xeon
+    (LLVM host CPU "rocketlake"), one thread, n = 1e5, ns/element 256 -> 512 bits: softplus
+    float32 2.89 -> 2.40, grad float32 1.80 -> 1.44, softplus float64 14.2 -> 8.7, grad float64
+    6.8 -> 3.2. A CPU without AVX-512 keeps its widest legal vectors: the attribute is a preference."""
+    def codegen(context, builder, signature, args):
+        # llvmlite's attribute set checks names against a fixed list without key="value" pairs:
+        # add to the underlying set, which is written out verbatim in the function's definition
+        set.add(builder.function.attributes, PREFER_512)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 @intrinsic
 def _as_f64(typingctx, bits):
     """Reinterpret the bits of an int64 as a float64 (LLVM bitcast; vectorizes, allocates nothing)."""

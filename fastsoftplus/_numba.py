@@ -395,7 +395,8 @@ def _register_kernels() -> None:
             (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, None)]:
         overload(generic, inline="always")(make(k32, k64))
         overload(one, inline="always")(make1(k32, k64, k32_1 if fma else None))
-    global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse
+    global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse, _wide_vectors
+    _wide_vectors = K.wide_vectors
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
     _blk_grad = numba.njit(**opts)(_ser_grad)
@@ -412,6 +413,7 @@ def _register_kernels() -> None:
 # --------------------------------------------------------------------------------------------
 
 def _ser_softplus(x, out, beta, threshold):
+    _wide_vectors()
     if beta == 1:
         for i in range(out.shape[0]):
             out[i] = _k1_softplus(x[i], threshold)
@@ -421,6 +423,7 @@ def _ser_softplus(x, out, beta, threshold):
 
 
 def _ser_grad(x, out, beta, threshold):
+    _wide_vectors()
     if beta == 1:
         for i in range(out.shape[0]):
             out[i] = _k1_grad(x[i], threshold)
@@ -430,6 +433,7 @@ def _ser_grad(x, out, beta, threshold):
 
 
 def _ser_backward(g, x, out, beta, threshold):
+    _wide_vectors()
     if beta == 1:
         for i in range(out.shape[0]):
             out[i] = _k1_backward(g[i], x[i], threshold)
@@ -439,6 +443,7 @@ def _ser_backward(g, x, out, beta, threshold):
 
 
 def _ser_inverse(y, out, beta, threshold):
+    _wide_vectors()
     if beta == 1:
         for i in range(out.shape[0]):
             out[i] = _k1_inverse(y[i], threshold)
@@ -485,6 +490,8 @@ def _par_inverse(y, out, beta, threshold, bs):
         _blk_inverse(y[lo:hi], out[lo:hi], beta, threshold)
 
 
+# _nbkernels.wide_vectors (512-bit vectors in the loops that call it); set on first use
+_wide_vectors: Any = None
 # numba dispatchers of the serial loops (any dtype), called by the parallel kernels; set on first use
 _blk_softplus: Any = None
 _blk_grad: Any = None
