@@ -122,6 +122,38 @@ def _horner(x, c):
     return acc
 
 
+def _estrin_source(n: int, name: str) -> str:
+    """Python source of ``name(x, c)``: the polynomial c[0] + c[1]*x + ... + c[n-1]*x**(n-1) by
+    Estrin's scheme, the same tree as kernels.h's fsp_estrin (pairs with x, then with x**2, x**4,
+    ...; an odd one out moves up a level unchanged). Written out, as numba has no fixed-size
+    scratch array that stays in registers."""
+    terms = [f"c[{i}]" for i in range(n)]
+    lines = [f"def {name}(x, c):", "    xx0 = x"]
+    level = 0
+    while len(terms) > 1:
+        pairs = []
+        for i in range(len(terms) // 2):
+            lines.append(f"    p{level}_{i} = fma({terms[2 * i + 1]}, xx{level}, {terms[2 * i]})")
+            pairs.append(f"p{level}_{i}")
+        terms = pairs + terms[len(terms) - len(terms) % 2:]
+        if len(terms) > 1:
+            lines.append(f"    xx{level + 1} = xx{level} * xx{level}")
+        level += 1
+    lines.append(f"    return {terms[0]}")
+    return "\n".join(lines) + "\n"
+
+
+def _make_estrin(n: int, name: str):
+    namespace = {"fma": fma}
+    exec(_estrin_source(n, name), namespace)  # generated from n alone, no outside input
+    return njit(inline="always")(namespace[name])
+
+
+#: Estrin evaluations for the long float64 series (see kernels.h fsp_estrin for why).
+_estrin_exp = _make_estrin(len(EXP_C), "_estrin_exp")
+_estrin_log = _make_estrin(len(LOG_C), "_estrin_log")
+
+
 @njit(inline="always")
 def _two_sum(a, b):
     """a + b = s + e exactly (Knuth), any magnitudes."""
@@ -161,7 +193,7 @@ def _exp_core(a, precise):
         r_lo = (r_err - fma(kd, LN2_LO, r_lo)) - kd * LN2_LO2
     r = r_hi + r_lo
     rr = (r_hi - r) + r_lo
-    q = r * fma(r, _horner(r, EXP_C), rr) + rr  # exp(r + rr) - 1 - r, to first order in rr
+    q = r * fma(r, _estrin_exp(r, EXP_C), rr) + rr  # exp(r + rr) - 1 - r, to first order in rr
     p_hi, p_lo = _fast_two_sum(r, q)
     return k, p_hi, p_lo
 
@@ -173,7 +205,7 @@ def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
     s = n_hi * inv
     s_lo = ((fma(-s, d_hi, n_hi) + n_lo) - s * d_lo) * inv  # exact residual, one division in all
     u = s * s
-    tail = s * u * _horner(u, LOG_C)
+    tail = s * u * _estrin_log(u, LOG_C)
     hi, lo = _fast_two_sum(m * LN2_HI, 2.0 * s)
     return hi, lo + (m * LN2_LO + 2.0 * (tail + s_lo * (1.0 + u)))
 
