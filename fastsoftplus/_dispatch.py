@@ -54,6 +54,10 @@ FUNCS = ("softplus", "softplus_grad", "softplus_backward", "softplus_inverse")
 #     python benchmarks/report.py x.json --crossover
 # Times below are numba/cython (< 1: numba faster), 1 thread | 2 threads, n >= 16384.
 
+# On the Intel Xeon CI machine the grid ran once while another process kept one core busy: the
+# cython (OpenMP) threaded calls took 13.6x, 34.6x and 84.8x their serial time at three sizes
+# (262144, 32768, 32768), numba's (tbb) at most 1.6x: why threaded calls go to numba on tbb.
+
 #: Below this many elements a call runs on one thread (every backend; the Cython loops apply it
 #: too): defined in _constants.py. Measured: 2 threads beat 1 at the smallest size where the loops
 #: can split (32768: two blocks of 16384), by 0.52-0.60x (cython) and 0.61-0.86x (numba/tbb),
@@ -76,6 +80,12 @@ NUMBA_MIN_SIZE = 1 << 14
 #: With 2 threads numba (tbb) is within 0.78-1.11 of cython from 262144 (inverse f32 1.10-1.17),
 #: 1.05-1.85 below (tbb's start-up costs more than an OpenMP team's). Re-measured after the
 #: float32 beta == 1 kernels (commit c4f00ee), same grid, quiet machine.
+#: The same grid on the Intel Xeon CI machine (LLVM host CPU "rocketlake"), with numba's loops
+#: on 512-bit vectors (_nbkernels.wide_vectors): serial numba/cython from 65536: softplus
+#: 0.87-1.03 (f32), 0.75-0.93 (f64); grad 0.73-1.00, 0.78-0.88; backward 1.00-1.17 (f32),
+#: 0.80-0.89; inverse 0.98-1.64 (f32), 0.59-1.19; 2 threads from 1048576 0.72-1.18, below
+#: 1.1-2.7 (f32) / 0.75-1.19 (f64). Same rules: the one exception, backward float32 serial, is
+#: within 17%. Before wide_vectors (ymm only) numba was 1.2-1.5x slower everywhere there.
 NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
