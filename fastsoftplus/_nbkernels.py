@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
-    LOG_SCALE_BELOW, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
+    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
 #: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
@@ -205,7 +205,8 @@ def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
     s = n_hi * inv
     s_lo = ((fma(-s, d_hi, n_hi) + n_lo) - s * d_lo) * inv  # exact residual, one division in all
     u = s * s
-    tail = s * u * _estrin_log(u, LOG_C)
+    u_p = u if u > LOG_U_MIN else LOG_U_MIN  # no subnormal u**8 (_constants.py)
+    tail = s * u * _estrin_log(u_p, LOG_C)
     hi, lo = _fast_two_sum(m * LN2_HI, 2.0 * s)
     return hi, lo + (m * LN2_LO + 2.0 * (tail + s_lo * (1.0 + u)))
 

@@ -164,7 +164,8 @@ static inline void FSP_K(fsp_atanh_log)(double m, double n_hi, double n_lo, doub
     double resid = -FSP_K(fsp_prod_err)(s, d_hi, s * d_hi) + (n_hi - s * d_hi); /* n - s*d, exact */
     double s_lo = ((resid + n_lo) - s * d_lo) * inv; /* one division in all */
     double u = s * s;
-    double tail = s * u * FSP_K(fsp_estrin)(u, fsp_log_c, FSP_LEN(fsp_log_c));
+    double u_p = u > FSP_LOG_U_MIN ? u : FSP_LOG_U_MIN; /* no subnormal u**8 (_constants.py) */
+    double tail = s * u * FSP_K(fsp_estrin)(u_p, fsp_log_c, FSP_LEN(fsp_log_c));
     double h, l;
     FSP_K(fsp_fast_two_sum)(m * FSP_LN2_HI, 2.0 * s, &h, &l);
     *hi = h;
