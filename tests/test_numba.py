@@ -102,11 +102,7 @@ def _cpu_has(flag):
         return False
 
 
-def _cpu_has_avx2():
-    return _cpu_has("avx2")
-
-
-@pytest.mark.skipif(not _cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
+@pytest.mark.skipif(not _cpu_has("avx2"), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
 def test_simd_check_itself():
     """The checker passes a vectorizable loop and fails one calling libm."""
     @numba.njit(error_model="numpy")
@@ -129,7 +125,7 @@ def test_simd_check_itself():
 
 
 @pytest.mark.slow  # 16 uncached compiles: ~90 s on 2 cores
-@pytest.mark.skipif(not _cpu_has_avx2(), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
+@pytest.mark.skipif(not _cpu_has("avx2"), reason="needs an x86-64 CPU with AVX2 (/proc/cpuinfo)")
 @pytest.mark.parametrize("mode", ["ser", "par"])
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 @pytest.mark.parametrize("func", FUNCS)
