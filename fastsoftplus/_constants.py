@@ -120,6 +120,10 @@ F32_SCALE_MIN_EXP = -40
 #:   q >= F32_TINY/3; where q < 2**-30 the tail's share of the result is < 2**-60 either way.
 F32_TAIL_Q_MIN = float.fromhex("0x1p-30")
 
+#: float32(v) is +-inf for |v| at and above this (halfway between FLT_MAX and 2**128, ties to
+#: even): a float32 threshold is taken as +-inf there, without a double -> float overflow.
+F32_OVERFLOW = float.fromhex("0x1.ffffffp+127")
+
 #: Below this many elements a call runs on one thread (the dispatcher for every backend, and the
 #: Cython ufunc loops per inner-loop call). Measured (benchmarks/test_bench_threads.py
 #: --bench-crossover, quiet machine, see _dispatch.py): 2 threads beat 1 from the first size the

@@ -93,10 +93,7 @@ def info() -> dict[str, str]:
     return d
 
 
-def call_contig(func: int, x: np.ndarray, beta: float, threshold: float,
-                g: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray | None:
-    """Fast path of the API (see ``_api._fast``): the C loop on a C-contiguous native float32/
-    float64 array (and g, for backward), one thread, no ufunc machinery. Returns `out` (a new
-    array if None), or None when `out` does not suit (not a writeable C-contiguous array of x's
-    dtype and shape, or a partial overlap): nothing is written then."""
-    return _ext.call_contig(func, x, beta, threshold, g, out)
+#: The API's fast path for small plain calls (see ``_ext.fast``); ``configure_fast`` gives it the
+#: dispatcher's state. Optional in the backend protocol: only this backend has one.
+fast = _ext.fast
+configure_fast = _ext.configure_fast

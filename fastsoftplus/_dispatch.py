@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import importlib
 import os
+import sys
 import threading
 from types import ModuleType
 from typing import Iterator, NamedTuple
@@ -333,6 +334,7 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
             only = (names[0], f"automatic: {what} ({missing})")
         _auto_cache = only
         _auto_ready = True
+        _configure_fast()
     if _auto_cache is not None:
         return _auto_cache
     if size < NUMBA_MIN_SIZE:
@@ -382,15 +384,24 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
     return Choice(name, mod, nthreads, rule)
 
 
-def serial_cython(size: int) -> ModuleType | None:
-    """The cython backend module if ``choose`` would give a C-contiguous call of `size` elements
-    to it on one thread by the automatic rule with nothing forced (no ``use_backend``, no global
-    default); else None. Cheap: the API's fast path asks it on every small call."""
-    if (size >= NUMBA_MIN_SIZE or size >= PARALLEL_MIN_SIZE or not _auto_ready
-            or (_auto_cache is not None and _auto_cache[0] != "cython")
-            or _override.get() is not _NO_OVERRIDE or _resolve_global() is not None):
-        return None
-    return _modules.get("cython")
+def _configure_fast() -> None:
+    """Tell the cython backend's fast path (``_ext.fast``) when it may serve a call: automatic
+    calls below ``min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE)`` elements if the automatic choice gives
+    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread). It reads the
+    global default and the ``use_backend`` variable of this module itself, on every call."""
+    mod = _modules.get("cython")
+    configure = getattr(mod, "configure_fast", None)
+    if configure is None:
+        return
+    _resolve_global()  # _global_default: a name or None from here on
+    auto = _auto_cache is None or _auto_cache[0] == "cython"
+    configure(sys.modules[__name__], min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE) if auto else 0,
+              PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW)
+
+
+def fast_entry():
+    """The cython backend's fast-path function once that backend is loaded, else None."""
+    return getattr(_modules.get("cython"), "fast", None)
 
 
 def threads_rule(size: int, name: str | None = None, dtype=None) -> str:

@@ -1,8 +1,10 @@
-"""The API's fast path (``_api._fast``): small, plain calls go straight to the C loop.
+"""The API's fast path (``_api._FAST``, i.e. ``_ext.fast``): small, plain calls go straight to
+the C loop.
 
 It must be invisible: the same values, the same errors and the same treatment of ``out`` as the
-general path, and it must step aside whenever the general path would decide differently (a forced
-backend, a size for numba or threads, beta != 1, an unusual ``out``).
+general path, and it must step aside whenever the general path would decide differently (another
+backend forced, a size for numba or threads, beta != 1, an unusual ``out``). ``use_backend``
+blocks always take the general path, which the tests below use as the reference.
 """
 import numpy as np
 import pytest
@@ -23,22 +25,22 @@ class Calls(list):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Record the calls that reached the fast path's C entry point."""
-    from fastsoftplus import _cython
+    """Record the calls that the fast path computed."""
+    from fastsoftplus import _api
+    fsp.softplus(np.zeros(4), beta=2.0)  # a general-path call: settles the automatic choice
+    real = _api._FAST
+    assert real is not None, "the fast path was not set up by the first call"
     seen = Calls()
-    real = _cython.call_contig
 
     def counting(*args):
         r = real(*args)
-        if r is None:  # declined (an unsuitable out): nothing computed, nothing written
+        if r is None:  # declined (not a plain call, or an unsuitable out): nothing written
             seen.declined += 1
         else:
             seen.append(args[0])
         return r
 
-    monkeypatch.setattr(_cython, "call_contig", counting)
-    fsp.softplus(np.zeros(4), backend=None)  # the first call settles the automatic choice
-    seen.clear()
+    monkeypatch.setattr(_api, "_FAST", counting)
     return seen
 
 
@@ -59,7 +61,8 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
         got = _call(func, x, **kw)
         assert calls, f"{func} {kw}: the fast path was not taken"
         calls.clear()
-        want = _call(func, x, backend="cython", **kw)
+        with fsp.use_backend("cython"):  # the general path
+            want = _call(func, x, **kw)
         assert not calls
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
@@ -68,17 +71,23 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
         assert calls
         calls.clear()
         np.testing.assert_array_equal(out, want)
+        forced = _call(func, x, backend="cython", **kw)  # forcing the backend it would choose
+        assert calls == [FUNCS.index(func)]
+        calls.clear()
+        np.testing.assert_array_equal(forced, want)
 
 
 def test_in_place_and_overlapping_out(calls):
     x = np.linspace(-5, 5, 101)
-    want = fsp.softplus(x, backend="cython")
+    with fsp.use_backend("cython"):
+        want = fsp.softplus(x)
     y = x.copy()
     assert fsp.softplus(y, out=y) is y and calls  # out is the input: allowed, in place
     np.testing.assert_array_equal(y, want)
     calls.clear()
     a = np.linspace(-5, 5, 102)
-    want = fsp.softplus(a[:-1].copy(), backend="cython")
+    with fsp.use_backend("cython"):
+        want = fsp.softplus(a[:-1].copy())
     fsp.softplus(a[:-1], out=a[1:])  # partial overlap: the general path reads from a copy
     np.testing.assert_array_equal(a[1:], want)
     assert not calls
@@ -109,6 +118,10 @@ def test_steps_aside(calls):
     fsp.softplus(x.astype(x.dtype.newbyteorder("S")))
     fsp.softplus(np.float32(1.0))                   # 0-d: a scalar comes back
     fsp.softplus(np.zeros(_dispatch.NUMBA_MIN_SIZE, np.float32))  # numba's size
+    fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32), backend="cython")  # threads
+    fsp.softplus(x, backend="numpy")
+    with fsp.use_backend("cython"):
+        fsp.softplus(x)
     if "numba" in fsp.available_backends():
         with fsp.use_backend("numba"):
             fsp.softplus(x)
@@ -135,7 +148,8 @@ def test_many_threads_at_once(calls):
     """Several Python threads in the fast path at once (the GIL is released above 500 elements)."""
     import threading
     xs = [np.linspace(-10, 10, n) for n in (100, 600, 16000)]
-    want = [fsp.softplus(x, backend="cython") for x in xs]
+    with fsp.use_backend("cython"):
+        want = [fsp.softplus(x) for x in xs]
     bad = []
 
     def work():
@@ -150,3 +164,20 @@ def test_many_threads_at_once(calls):
     for t in threads:
         t.join()
     assert not bad and len(calls) == 4 * 200 * 3
+
+
+def test_follows_the_global_default(calls):
+    """set_backend() is read on every call: the fast path steps aside while another default is
+    set and serves again once the automatic choice is back."""
+    x = np.linspace(-3, 3, 100)
+    fsp.set_backend("numpy")
+    fsp.softplus(x)
+    assert not calls
+    fsp.set_backend("cython")  # the fast path's own backend: served, as backend="cython" is
+    fsp.softplus(x)
+    assert calls == [0]
+    fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE))  # threads: the general path
+    assert calls == [0]
+    fsp.set_backend(None)
+    fsp.softplus(x)
+    assert calls == [0, 0]

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
+from libc.math cimport INFINITY, copysign, fabs
 
 cnp.import_array()
 cnp.import_ufunc()
@@ -334,14 +335,12 @@ cdef bint _partial_overlap(cnp.ndarray a, cnp.ndarray b):
     return pa != pb and pa < pb + n and pb < pa + n
 
 
-def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndarray g=None,
-                out=None):
+cdef object _contig(int func, cnp.ndarray x, double beta, double threshold, object g, object out):
     """``func(x, beta, threshold)`` (``func(g, x, ...)`` for backward) straight through the ufunc's
-    inner loop, without NumPy's ufunc machinery (~3 us less per call): the API's fast path for small
-    calls. x (and g) must be C-contiguous native float32/float64 arrays of one dtype and shape, which
-    the caller has checked. Returns `out` (a new array if None), or None, computing nothing, when
-    `out` is not a writeable C-contiguous ndarray of x's dtype and shape or overlaps x or g
-    partially (the caller then takes its general path). One thread below PARALLEL_MIN_N elements
+    inner loop, without NumPy's ufunc machinery (~3 us less per call). x (and g) are C-contiguous
+    native float32/float64 arrays of one dtype and shape (the callers check). Returns `out` (a new
+    array if None), or None, computing nothing, when `out` is not a writeable C-contiguous ndarray
+    of x's dtype and shape or overlaps x or g partially. One thread below PARALLEL_MIN_N elements
     (as every inner-loop call); the GIL is released above _NOGIL_ABOVE elements, as NumPy does."""
     cdef int idx
     cdef float b32, t32
@@ -358,7 +357,8 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
         o = <cnp.ndarray>out
         if (o.dtype is not x.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(o)
                 or not cnp.PyArray_ISWRITEABLE(o) or not cnp.PyArray_SAMESHAPE(o, x)
-                or _partial_overlap(o, x) or (g is not None and _partial_overlap(o, g))):
+                or _partial_overlap(o, x)
+                or (g is not None and _partial_overlap(o, <cnp.ndarray>g))):
             return None
     cdef int nin = fsp_ufunc_nin(func)
     cdef int k = 0
@@ -380,7 +380,7 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
         args[nin - 2] = <char *>&b64
         args[nin - 1] = <char *>&t64
     if nin == 4:
-        args[0] = <char *>cnp.PyArray_DATA(g)
+        args[0] = <char *>cnp.PyArray_DATA(<cnp.ndarray>g)
         steps[0] = item
         k = 1
     args[k] = <char *>cnp.PyArray_DATA(x)
@@ -397,3 +397,86 @@ def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndar
     else:
         loop(args, &n, steps, data)
     return o
+
+
+def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndarray g=None,
+                out=None):
+    """The C loop on C-contiguous native float32/float64 `x` (and `g`, same dtype and shape; the
+    caller checks): see ``_contig``. Returns `out` (a new array if None), or None when `out` does
+    not suit (nothing written then)."""
+    return _contig(func, x, beta, threshold, g, out)
+
+
+# ---- the API's fast path ------------------------------------------------------------------------
+# Set by fastsoftplus._dispatch (configure_fast) once its automatic choice is settled.
+cdef object _dispatch = None       # the dispatcher module: its global default is read per call
+cdef object _override_var = None   # its use_backend() ContextVar
+cdef object _no_override = None    # that variable's value outside any use_backend() block
+cdef cnp.npy_intp _auto_limit = 0  # below it the automatic choice is this backend on one thread
+cdef cnp.npy_intp _forced_limit = 0  # backend="cython": one thread below it
+cdef double _f32_overflow = 0.0    # |threshold| from which float32(threshold) is inf
+
+
+def configure_fast(dispatch, cnp.npy_intp auto_limit, cnp.npy_intp forced_limit,
+                   double f32_overflow):
+    """Give `fast` the dispatcher module and the size limits (auto_limit 0: automatic calls
+    never take the fast path)."""
+    global _dispatch, _override_var, _no_override, _auto_limit, _forced_limit, _f32_overflow
+    _override_var = dispatch._override
+    _no_override = dispatch._NO_OVERRIDE
+    _auto_limit = auto_limit
+    _forced_limit = forced_limit
+    _f32_overflow = f32_overflow
+    _dispatch = dispatch
+
+
+def fast(int func, x, beta, threshold, g, out, backend):
+    """The API's fast path: `func` (0 softplus, 1 grad, 2 backward (g, x), 3 inverse) computed
+    by `_contig` when the call is of the plain kind, else None (nothing computed or written).
+
+    That kind: the backend that applies (`backend`; without it, no use_backend() block in force
+    and the global default, set_backend() or FASTSOFTPLUS_BACKEND) is None and the size below the
+    automatic limit, or it is "cython" and the size below the forced limit (one thread either
+    way); beta the float 1.0; threshold a float (not NaN) or None; x (and g) a C-contiguous
+    native float32/float64 ndarray with at least one dimension (g: same dtype and shape); `out`
+    None or a writeable C-contiguous array of x's dtype and shape that is x (or g) or does not
+    overlap them. Such a call passes every check of the general path (``_api._apply``), so
+    skipping them changes nothing but the time."""
+    cdef cnp.npy_intp limit
+    cdef double t
+    cdef cnp.ndarray a, ga
+    if backend is None:
+        if _dispatch is None or _override_var.get() is not _no_override:
+            return None
+        backend = _dispatch._global_default  # set_backend() / FASTSOFTPLUS_BACKEND
+    if backend is None:
+        limit = _auto_limit
+    elif backend == "cython":
+        limit = _forced_limit
+    else:
+        return None
+    if type(x) is not np.ndarray or type(beta) is not float or <double>beta != 1.0:
+        return None
+    if threshold is None:
+        t = INFINITY
+    elif type(threshold) is float and threshold == threshold:
+        t = <double>threshold
+    else:
+        return None
+    a = <cnp.ndarray>x
+    dt = a.dtype
+    if ((dt is not _F32 and dt is not _F64) or a.ndim == 0 or a.size >= limit
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+        return None
+    if dt is _F32 and fabs(t) >= _f32_overflow:
+        t = copysign(INFINITY, t)  # as float32(threshold), without a double -> float overflow
+    if func == 2:
+        if type(g) is not np.ndarray:
+            return None
+        ga = <cnp.ndarray>g
+        if (ga.dtype is not dt or not cnp.PyArray_SAMESHAPE(ga, a)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(ga)):
+            return None
+    else:
+        g = None
+    return _contig(func, a, 1.0, t, g, out)
