@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
-    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
+    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_MIN_EXP, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
 )
 
 #: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
@@ -212,26 +212,30 @@ def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
 
 
 @njit(inline="always")
-def _exp_dd(a):
-    """exp(a) for a <= 0 as (t_hi, t_lo) plus the once-rounded value (for subnormal results)."""
+def _exp_dd(a, want_once):
+    """exp(a) for a <= 0 as (t_hi, t_lo), valid where t >= TINY and normal everywhere (scaled by
+    2**max(k, SCALE_MIN_EXP)), plus the once-rounded value, right down to subnormals, if
+    want_once (else 0: no underflowing product where it is not used)."""
     a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
     k, p_hi, p_lo = _exp_core(a, False)
+    kc = k if k > SCALE_MIN_EXP else SCALE_MIN_EXP
+    sc = _as_f64((kc + 1023) << 52)
     s1, s2 = _pow2(k)
     one, one_lo = _fast_two_sum(1.0, p_hi)
     one_lo += p_lo
-    return one * s1 * s2, one_lo * s1 * s2, (one + one_lo) * s1 * s2
+    return one * sc, one_lo * sc, (one + one_lo) * s1 * (s2 if want_once else 0.0)
 
 
 @njit(inline="always")
 def _softplus_dd(z):
     """softplus(z) in double, error < 0.6 ulp, for finite z < IDENTITY_ABOVE (the caller handles
     NaN, infinities and the identity range, so no invalid-operation flag is ever raised)."""
-    t_hi, t_lo, t_once = _exp_dd(-abs(z))
+    t_hi, t_lo, t_once = _exp_dd(-abs(z), True)
     big = t_hi > SQRT2_M1  # log(1 + t) = ln2 + log1p((t - 1)/2): s = (t - 1)/(t + 3)
     n_hi, n_lo = _two_sum(t_hi, -1.0 if big else 0.0)
     d_hi, d_lo = _fast_two_sum(3.0 if big else 2.0, t_hi)
     l_hi, l_lo = _atanh_log(1.0 if big else 0.0, n_hi, n_lo + t_lo, d_hi, d_lo + t_lo)
-    tiny = t_hi < TINY  # log1p(t) == t to 2**-61; keeps subnormal results once-rounded
+    tiny = t_once < TINY  # log1p(t) == t to 2**-61; keeps subnormal results once-rounded
     l_hi = t_once if tiny else l_hi
     l_lo = 0.0 if tiny else l_lo
     s, e = _two_sum(z if z > 0.0 else 0.0, l_hi)
@@ -241,16 +245,16 @@ def _softplus_dd(z):
 @njit(inline="always")
 def _sigmoid_dd(z):
     """sigmoid(z) as a double-double: 1/(1 + t) for z >= 0, t/(1 + t) below, t = exp(-|z|)."""
-    t_hi, t_lo, t_once = _exp_dd(-abs(z))
+    pos = z >= 0.0  # t_once only for z < 0: for z >= 0 it could be subnormal, unused
+    t_hi, t_lo, t_once = _exp_dd(-abs(z), not pos)
     d_hi, d_lo = _fast_two_sum(1.0, t_hi)
     d_lo += t_lo
-    pos = z >= 0.0
     n_hi = 1.0 if pos else t_hi
     n_lo = 0.0 if pos else t_lo
     inv = 1.0 / d_hi
     q = n_hi * inv
     q_lo = ((fma(-q, d_hi, n_hi) + n_lo) - q * d_lo) * inv
-    tiny = t_hi < TINY and not pos  # t/(1 + t) == t to 2**-60
+    tiny = t_once < TINY and not pos  # t/(1 + t) == t to 2**-60
     return (t_once if tiny else q), (0.0 if tiny else q_lo)
 
 

@@ -157,27 +157,50 @@ def _fenv():
     return libm.feclearexcept, libm.fetestexcept, 0x10  # FE_UNDERFLOW in glibc's x86 <fenv.h>
 
 
+def _loop_raises_underflow(fn, x, out, backward, with_beta):
+    """Whether a vectorized numba loop of kernel `fn` (threshold inf; beta 1 if `with_beta`, for
+    the kernels that take one) over `x` raises the underflow flag."""
+    dtype = x.dtype.type
+    one, inf = dtype(1.0), dtype(np.inf)
+    if backward and with_beta:
+        @numba.njit
+        def loop(x, out):
+            for i in range(x.shape[0]):
+                out[i] = fn(one, x[i], one, inf)
+    elif backward:
+        @numba.njit
+        def loop(x, out):
+            for i in range(x.shape[0]):
+                out[i] = fn(one, x[i], inf)
+    elif with_beta:
+        @numba.njit
+        def loop(x, out):
+            for i in range(x.shape[0]):
+                out[i] = fn(x[i], one, inf)
+    else:
+        @numba.njit
+        def loop(x, out):
+            for i in range(x.shape[0]):
+                out[i] = fn(x[i], inf)
+    loop(x[:16], out[:16])  # compile first: the compiler's own arithmetic must not count
+    clear, test, underflow = _fenv()
+    clear(underflow)
+    loop(x, out)
+    raised = test(underflow)
+    clear(underflow)
+    return bool(raised)
+
+
 @pytest.mark.skipif(_fenv() is None, reason="reads the x86-64 glibc floating-point flags")
 @pytest.mark.parametrize("kernel", ["softplus1_f32", "grad1_f32", "backward1_f32"])
 def test_float32_kernels_no_underflow_where_result_is_normal(kernel):
     """No intermediate of the float32 beta == 1 kernels underflows unless the result itself is
     subnormal: Intel cores take a microcode assist for each such vector instruction (softplus at
-    x in [-60, -40] ran 17x slower before _constants.F32_TINY). The loop below vectorizes, so
-    every lane of every intermediate is computed; the flag is the C library's, this thread's."""
+    x in [-60, -40] ran 17x slower before _constants.F32_TINY). The loop vectorizes, so every
+    lane of every intermediate is computed; the flag is the C library's, this thread's."""
     from fastsoftplus import _nbkernels as k
     if not nb._target_has_fma():
         pytest.skip("the float32 kernels need an FMA (else the float64 evaluation runs)")
-    fn = getattr(k, kernel)
-    if kernel == "backward1_f32":
-        @numba.njit
-        def loop(x, out):
-            for i in range(x.shape[0]):
-                out[i] = fn(np.float32(1.0), x[i], np.float32(np.inf))
-    else:
-        @numba.njit
-        def loop(x, out):
-            for i in range(x.shape[0]):
-                out[i] = fn(x[i], np.float32(np.inf))
     rng = np.random.default_rng(0)
     # every result kept below is 0 or a normal float32 (both are subnormal from -87.3 to -103.3)
     x = np.concatenate([rng.uniform(lo, hi, 4096) for lo, hi in
@@ -186,13 +209,29 @@ def test_float32_kernels_no_underflow_where_result_is_normal(kernel):
     x = x.astype(np.float32)
     x = x[(x > -87.0) | (x <= -104.0)]  # below -104 the exact result, 0, underflows nothing
     out = np.empty_like(x)
-    loop(x[:16], out[:16])  # compile first: the compiler's own arithmetic must not count
-    clear, test, underflow = _fenv()
-    clear(underflow)
-    loop(x, out)
-    raised = test(underflow)
-    clear(underflow)
+    raised = _loop_raises_underflow(getattr(k, kernel), x, out, kernel.startswith("backward"),
+                                    False)
     assert (np.abs(out[out != 0]) >= np.finfo(np.float32).tiny).all()
+    assert not raised, f"{kernel}: an intermediate underflowed for inputs with normal results"
+
+
+@pytest.mark.skipif(_fenv() is None, reason="reads the x86-64 glibc floating-point flags")
+@pytest.mark.parametrize("kernel", ["softplus_f64", "grad_f64", "backward_f64"])
+def test_float64_kernels_no_underflow_where_result_is_normal(kernel):
+    """The same for float64 (_constants.SCALE_MIN_EXP): before it, t**4, t**3, t**2 and t_lo of
+    t = exp(-|x|) were subnormal for x in [-185, -177], [-247, -236], [-372, -354], [-705, -669]
+    (softplus; grad at |x| in [354, 372] and [669, 705]) and ran 1.5-9x slower. Results are
+    subnormal below x = -708.4; below -745 they are 0, with the flag rightly raised."""
+    from fastsoftplus import _nbkernels as k
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(lo, hi, 4096) for lo, hi in
+                        [(-708, -650), (-650, -300), (-300, -150), (-150, -40), (-40, 40),
+                         (40, 350), (350, 710), (710, 1e5)]]
+                       + [np.array([-708.0, np.inf, 1e300, 709.0])])
+    out = np.empty_like(x)
+    raised = _loop_raises_underflow(getattr(k, kernel), x, out, kernel.startswith("backward"),
+                                    True)
+    assert (np.abs(out[out != 0]) >= np.finfo(np.float64).tiny).all()
     assert not raised, f"{kernel}: an intermediate underflowed for inputs with normal results"
 
 

@@ -172,29 +172,34 @@ static inline void FSP_K(fsp_atanh_log)(double m, double n_hi, double n_lo, doub
     *lo = l + (m * FSP_LN2_LO + 2.0 * (tail + s_lo * (1.0 + u)));
 }
 
-/* exp(a) for a <= 0 as (t_hi, t_lo), plus the once-rounded value (for subnormal results). */
-static inline void FSP_K(fsp_exp_dd)(double a, double *t_hi, double *t_lo, double *t_once) {
+/* exp(a) for a <= 0 as (t_hi, t_lo), valid where t >= TINY and normal everywhere (scaled by
+ * 2**max(k, SCALE_MIN_EXP), see _constants.py), plus the once-rounded value, right down to
+ * subnormals, if want_once (else 0: no underflowing product where it is not used). */
+static inline void FSP_K(fsp_exp_dd)(double a, int want_once, double *t_hi, double *t_lo,
+                                     double *t_once) {
     double p_hi, p_lo, s1, s2, one, one_lo;
     a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
     int64_t k = FSP_K(fsp_exp_core)(a, 0, &p_hi, &p_lo);
+    int64_t kc = k > FSP_SCALE_MIN_EXP ? k : FSP_SCALE_MIN_EXP;
+    double sc = FSP_K(fsp_as_f64)((kc + 1023) << 52);
     FSP_K(fsp_pow2)(k, &s1, &s2);
     FSP_K(fsp_fast_two_sum)(1.0, p_hi, &one, &one_lo);
     one_lo += p_lo;
-    *t_hi = one * s1 * s2;
-    *t_lo = one_lo * s1 * s2;
-    *t_once = (one + one_lo) * s1 * s2;
+    *t_hi = one * sc;
+    *t_lo = one_lo * sc;
+    *t_once = (one + one_lo) * s1 * (want_once ? s2 : 0.0);
 }
 
 /* softplus(z) in double, error < 0.75 ulp, for finite z < IDENTITY_ABOVE (the callers handle NaN,
  * infinities and the identity range, so no invalid-operation flag is ever raised). */
 static inline double FSP_K(fsp_softplus_dd)(double z) {
     double t_hi, t_lo, t_once, n_hi, n_lo, d_hi, d_lo, l_hi, l_lo, s, e;
-    FSP_K(fsp_exp_dd)(-__builtin_fabs(z), &t_hi, &t_lo, &t_once);
+    FSP_K(fsp_exp_dd)(-__builtin_fabs(z), 1, &t_hi, &t_lo, &t_once);
     int big = t_hi > FSP_SQRT2_M1; /* log(1 + t) = ln2 + log1p((t - 1)/2): s = (t - 1)/(t + 3) */
     FSP_K(fsp_two_sum)(t_hi, big ? -1.0 : 0.0, &n_hi, &n_lo);
     FSP_K(fsp_fast_two_sum)(big ? 3.0 : 2.0, t_hi, &d_hi, &d_lo);
     FSP_K(fsp_atanh_log)(big ? 1.0 : 0.0, n_hi, n_lo + t_lo, d_hi, d_lo + t_lo, &l_hi, &l_lo);
-    int tiny = t_hi < FSP_TINY; /* log1p(t) == t to 2**-61; keeps subnormal results once-rounded */
+    int tiny = t_once < FSP_TINY; /* log1p(t) == t to 2**-61; keeps subnormal results once-rounded */
     l_hi = tiny ? t_once : l_hi;
     l_lo = tiny ? 0.0 : l_lo;
     FSP_K(fsp_two_sum)(z > 0.0 ? z : 0.0, l_hi, &s, &e);
@@ -204,18 +209,19 @@ static inline double FSP_K(fsp_softplus_dd)(double z) {
 /* sigmoid(z) as a double-double: 1/(1 + t) for z >= 0, t/(1 + t) below, t = exp(-|z|). */
 static inline void FSP_K(fsp_sigmoid_dd)(double z, double *q_hi, double *q_lo) {
     double t_hi, t_lo, t_once, d_hi, d_lo;
-    FSP_K(fsp_exp_dd)(-__builtin_fabs(z), &t_hi, &t_lo, &t_once);
+    int pos = z >= 0.0; /* t_once only for z < 0: for z >= 0 it could be subnormal, unused */
+    FSP_K(fsp_exp_dd)(-__builtin_fabs(z), !pos, &t_hi, &t_lo, &t_once);
     FSP_K(fsp_fast_two_sum)(1.0, t_hi, &d_hi, &d_lo);
     d_lo += t_lo;
-    int pos = z >= 0.0;
     double n_hi = pos ? 1.0 : t_hi, n_lo = pos ? 0.0 : t_lo;
     double inv = 1.0 / d_hi;
     double q = n_hi * inv;
     double resid = -FSP_K(fsp_prod_err)(q, d_hi, q * d_hi) + (n_hi - q * d_hi);
     double ql = ((resid + n_lo) - q * d_lo) * inv;
-    int tiny = (t_hi < FSP_TINY) & !pos; /* t/(1 + t) == t to 2**-60 */
-    *q_hi = tiny ? t_once : q;
-    *q_lo = tiny ? 0.0 : ql;
+    int tiny = t_once < FSP_TINY; /* t/(1 + t) == t to 2**-60 (z < 0; t_once is 0 for z >= 0) */
+    double tq = tiny ? t_once : q, tql = tiny ? 0.0 : ql;
+    *q_hi = pos ? q : tq; /* separate selects: GCC 12 vectorizes these */
+    *q_lo = pos ? ql : tql;
 }
 
 /* log(expm1(z)) for 0 < z < IDENTITY_ABOVE, within 1 ulp even next to the root z = ln2: expm1
