@@ -40,9 +40,13 @@ SQRT2 = float.fromhex("0x1.6a09e667f3bcdp+0")
 #: Lower clamp of the exp argument: exp(-1100) underflows to 0 even through the two-step scaling,
 #: and k stays within [-1587, 0], inside the range 2**k1 * 2**k2 can represent.
 EXP_ARG_MIN = -1100.0
-#: The float32 path clamps exp's argument here instead: exp(-700) ~ 1e-304 still rounds to 0 in
-#: float32 (as the exact value does), and 2**k stays a normal double, applied with one integer add.
-EXP_LITE_ARG_MIN = -700.0
+#: The float32 path in float64 (beta != 1) clamps exp's argument here instead: 2**k stays a normal
+#: double, applied with one integer add, and t**2, t**3 in the log series stay normal (at the
+#: earlier -700 they were subnormal for beta*x in [-372, -354] and [-247, -236]: microcode
+#: assists, see SCALE_MIN_EXP). Results do not change: there softplus/beta and sigmoid are at
+#: most exp(-210) / 2**-149 < 2**-153 (the smallest float32 beta is 2**-149), 0 in float32, as
+#: the exact values are.
+EXP_LITE_ARG_MIN = -210.0
 #: Below this, log1p(t) == t to within t/2 < 2**-61 relative: return t itself (also keeps subnormal
 #: results exact instead of going through a division).
 TINY = float.fromhex("0x1p-60")
