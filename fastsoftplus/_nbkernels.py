@@ -459,8 +459,9 @@ def _exp_f32(a, a_once):
 @njit(inline="always")
 def softplus1_f32(x, threshold):
     """softplus(x) for float32 x, beta == 1, evaluated in float32."""
-    z = _F0 if x != x else x
-    zc = z if z < _F_IDENTITY else _F0  # finite below: no inf - inf on the way to the identity
+    # min(x, IDENTITY_ABOVE) with a NaN becoming IDENTITY_ABOVE: no NaN or inf reaches the
+    # arithmetic (no inf - inf); lanes with x >= IDENTITY_ABOVE or NaN return x at the end
+    zc = x if x < _F_IDENTITY else _F_IDENTITY
     a = -abs(zc)
     e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, a)
     # log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo
@@ -479,20 +480,19 @@ def softplus1_f32(x, threshold):
     small = l_hi if zp > l_hi else zp
     s, err = _fast_two_sum(big, small)
     res = s + (err + l_lo)
-    tiny = res if z > _F0 else once  # log1p(e) == e to 2**-41: keeps subnormals once-rounded
+    tiny = res if zc > _F0 else once  # log1p(e) == e to 2**-41: keeps subnormals once-rounded
     res = tiny if once < _F_TINY else res
-    res = x if z >= _F_IDENTITY else res
-    res = x if z > threshold else res
-    return x if x != x else res
+    res = res if x < _F_IDENTITY else x  # and NaN
+    return x if x > threshold else res
 
 
 @njit(inline="always")
 def _sigmoid_f32(x):
     """sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the
-    quotient corrected by its exact residual (one division). NaN x -> 0 here (callers restore it)."""
-    z = _F0 if x != x else x
-    a = -abs(z)
-    pos = z >= _F0  # once only for x < 0: for x >= 0 it could be subnormal, unused
+    quotient corrected by its exact residual (one division). A NaN x gives some finite value
+    (a = NaN clamps to F32_EXP_ARG_MIN); the callers return x."""
+    a = -abs(x)
+    pos = x >= _F0  # once only for x < 0: for x >= 0 it could be subnormal, unused
     e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, _F_ARG_MIN if pos else a)
     d_hi, d_lo = _fast_two_sum(_F1, e_hi)
     d_lo += e_lo
@@ -508,12 +508,12 @@ def _sigmoid_f32(x):
 @njit(inline="always")
 def grad1_f32(x, threshold):
     res = _sigmoid_f32(x)
-    res = _F1 if (_F0 if x != x else x) > threshold else res
+    res = _F1 if x > threshold else res
     return x if x != x else res
 
 
 @njit(inline="always")
 def backward1_f32(g, x, threshold):
     res = g * _sigmoid_f32(x)  # the product of two floats rounds once, as in backward_f32
-    res = g if (_F0 if x != x else x) > threshold else res
+    res = g if x > threshold else res
     return x if x != x else res

@@ -400,10 +400,17 @@ static inline void FSP_K(fsp_exp_f32)(float a, float a_once, float *e_hi, float 
     *once = v_hi * FSP_K(fsp_pow2f)(kf + (float)FSP_F32_SUB_SCALE_EXP) * down;
 }
 
+/* -|v| by setting the sign bit: one integer OR (GCC emits and + xor for -fabsf). */
+static inline float FSP_K(fsp_neg_abs_f32)(float v) {
+    return FSP_K(fsp_as_f32)(FSP_K(fsp_as_i32)(v) | (int32_t)0x80000000);
+}
+
 static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
-    float z = x != x ? 0.0f : x;
-    float zc = z < (float)FSP_IDENTITY_ABOVE ? z : 0.0f; /* finite below: no inf - inf on the way */
-    float a = -__builtin_fabsf(zc);
+    /* min(x, IDENTITY_ABOVE) as minps computes it, so a NaN becomes IDENTITY_ABOVE: no NaN or
+     * inf reaches the arithmetic (no inf - inf), and no separate NaN test is needed; the lanes
+     * with x >= IDENTITY_ABOVE or NaN return x at the end. */
+    float zc = x < (float)FSP_IDENTITY_ABOVE ? x : (float)FSP_IDENTITY_ABOVE;
+    float a = FSP_K(fsp_neg_abs_f32)(zc);
     float e_hi, e_lo, once;
     FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, a,
                        &e_hi, &e_lo, &once);
@@ -422,20 +429,19 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float big = zp > l_hi ? zp : l_hi, small = zp > l_hi ? l_hi : zp;
     float s = big + small, err = small - (s - big);             /* fast two-sum */
     float res = s + (err + l_lo);
-    float tiny = z > 0.0f ? res : once;   /* log1p(e) == e to 2**-41: keeps subnormals once-rounded */
+    float tiny = zc > 0.0f ? res : once;  /* log1p(e) == e to 2**-41: keeps subnormals once-rounded */
     res = once < (float)FSP_F32_TINY ? tiny : res;  /* separate selects: GCC 12 vectorizes these */
-    res = z >= (float)FSP_IDENTITY_ABOVE ? x : res;
-    res = z > thr ? x : res;
-    return x != x ? x : res;
+    res = x < (float)FSP_IDENTITY_ABOVE ? res : x;  /* and NaN */
+    return x > thr ? x : res;
 }
 
 /* sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the quotient
  * corrected by its exact residual (one division).  NaN x -> 0 here (the callers restore it). */
+/* (A NaN x gives some finite value: a = NaN clamps to F32_EXP_ARG_MIN; the callers return x.) */
 static inline float FSP_K(fsp_sigmoid_f32)(float x) {
-    float z = x != x ? 0.0f : x;
-    float a = -__builtin_fabsf(z);
+    float a = FSP_K(fsp_neg_abs_f32)(x);
     float e_hi, e_lo, once;
-    int pos = z >= 0.0f; /* once only for x < 0: for x >= 0 it could be subnormal, unused */
+    int pos = x >= 0.0f; /* once only for x < 0: for x >= 0 it could be subnormal, unused */
     FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
                        pos ? (float)FSP_F32_EXP_ARG_MIN : a, &e_hi, &e_lo, &once);
     float d_hi = 1.0f + e_hi, d_lo = (e_hi - (d_hi - 1.0f)) + e_lo;
@@ -449,14 +455,14 @@ static inline float FSP_K(fsp_sigmoid_f32)(float x) {
 
 static inline float FSP_K(fsp_grad1_f32)(float x, float thr) {
     float res = FSP_K(fsp_sigmoid_f32)(x);
-    res = (x != x ? 0.0f : x) > thr ? 1.0f : res;
+    res = x > thr ? 1.0f : res;
     return x != x ? x : res;
 }
 
 /* the product of two floats rounds once, as the float64 product of the general kernel does */
 static inline float FSP_K(fsp_backward1_f32)(float g, float x, float thr) {
     float res = g * FSP_K(fsp_sigmoid_f32)(x);
-    res = (x != x ? 0.0f : x) > thr ? g : res;
+    res = x > thr ? g : res;
     return x != x ? x : res;
 }
 #else
