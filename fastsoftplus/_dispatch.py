@@ -89,6 +89,13 @@ NUMBA_MIN_SIZE = 1 << 14
 #: within 17%. Before wide_vectors (ymm only) numba was 1.2-1.5x slower everywhere there.
 NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 
+#: dtypes whose serial calls from NUMBA_MIN_SIZE go to numba: float64 only. The same grid on the
+#: Intel Xeon after the leaner float32 C kernels (commit c9bd08b), serial numba/cython from
+#: 65536: float32 softplus 0.96-1.25 (median 1.02), grad 0.91-1.22 (0.99), backward 0.96-1.14
+#: (1.07); float64 softplus 0.86-0.92, grad 0.81-0.98, backward 0.84-1.02, inverse 0.94-0.98.
+#: So serial float32 stays with cython (also the smaller call overhead).
+NUMBA_SERIAL_DTYPES = frozenset({"float64"})
+
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
 #: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
 #: non-contiguous input goes to cython.
@@ -306,8 +313,9 @@ def parallel_min_size(name: str, dtype: np.dtype) -> int:
 _R_SMALL = f"automatic: n < NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (least call overhead)"
 _R_STRIDED = "automatic: non-contiguous input (numba's strided path is 4-5x slower)"
 _R_SLOWER = "automatic: {} {} is in NUMBA_SLOWER (numba's kernel measured slower)"
-_R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (numba's kernels "
-             f"measured up to 25% faster)")
+_R_SERIAL = (f"automatic: serial float64 call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (numba's "
+             f"float64 kernels measured at 0.81-1.02x cython's time)")
+_R_SERIAL_C = "automatic: serial {} call (numba's loops are no faster there: NUMBA_SERIAL_DTYPES)"
 _R_TBB = ("automatic: threaded call, numba on tbb (within 0.8-1.1x of OpenMP from ~2.6e5, and "
           "robust when other processes keep the cores busy)")
 _R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
@@ -316,8 +324,9 @@ _R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
 def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tuple[str, str]:
     """The automatic choice: (backend name, the rule that chose it).
 
-    cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs and for ``NUMBA_SLOWER``; numba for
-    serial calls from ``NUMBA_MIN_SIZE`` (its kernels measured faster), and for threaded calls when
+    cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs, for ``NUMBA_SLOWER`` and for
+    serial float32 calls; numba for serial float64 calls from ``NUMBA_MIN_SIZE`` (its kernels
+    measured faster, ``NUMBA_SERIAL_DTYPES``), and for threaded calls when
     its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it does not stall when other
     processes keep the cores busy, where OpenMP's team does). Whatever is installed otherwise.
     """
@@ -345,7 +354,9 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
     if (func, dt) in NUMBA_SLOWER:
         return "cython", _R_SLOWER.format(func, dt)
     if not threaded:
-        return "numba", _R_SERIAL
+        if dt in NUMBA_SERIAL_DTYPES:
+            return "numba", _R_SERIAL
+        return "cython", _R_SERIAL_C.format(dt)
     layer = _numba_layer()
     if layer == "tbb":
         return "numba", _R_TBB
