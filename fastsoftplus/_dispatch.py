@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 from types import ModuleType
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -168,6 +168,8 @@ def _load(name: str) -> ModuleType | None:
             _reasons[name] = f"{BACKENDS[name]} does not define run()"
             return None
         _modules[name] = mod
+        if name == "cython":
+            _configure_fast()
         return mod
 
 
@@ -398,19 +400,23 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
 def _configure_fast() -> None:
     """Tell the cython backend's fast path (``_ext.fast``) when it may serve a call: automatic
     calls below ``min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE)`` elements if the automatic choice gives
-    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread). It reads the
-    global default and the ``use_backend`` variable of this module itself, on every call."""
+    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread). Called when
+    the cython backend loads and again when the automatic choice is settled; the global default
+    and the ``use_backend`` variable of this module are read by the C side on every call."""
     mod = _modules.get("cython")
     configure = getattr(mod, "configure_fast", None)
     if configure is None:
         return
-    _resolve_global()  # _global_default: a name or None from here on
-    auto = _auto_cache is None or _auto_cache[0] == "cython"
+    try:
+        _resolve_global()  # _global_default: a name or None from here on
+    except ValueError:  # a bad FASTSOFTPLUS_BACKEND: reported by choose(); no fast path
+        return
+    auto = _auto_ready and (_auto_cache is None or _auto_cache[0] == "cython")
     configure(sys.modules[__name__], min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE) if auto else 0,
               PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW)
 
 
-def fast_entry():
+def fast_entry() -> Callable[..., np.ndarray | None] | None:
     """The cython backend's fast-path function once that backend is loaded, else None."""
     return getattr(_modules.get("cython"), "fast", None)
 

@@ -181,3 +181,25 @@ def test_follows_the_global_default(calls):
     fsp.set_backend(None)
     fsp.softplus(x)
     assert calls == [0, 0]
+
+
+def test_global_default_from_the_environment():
+    """FASTSOFTPLUS_BACKEND=cython: plain small calls take the fast path, although the automatic
+    choice is never consulted (loading the backend configures it)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, fastsoftplus as f\n"
+            "from fastsoftplus import _api, _dispatch\n"
+            "x = np.linspace(-3, 3, 1000)\n"
+            "f.softplus(x, beta=2.0)  # the general path: loads the backend\n"
+            "real, seen = _api._FAST, []\n"
+            "_api._FAST = lambda *a: seen.append(real(*a)) or seen[-1]\n"
+            "y = f.softplus(x)\n"
+            "print(len(seen), seen[0] is y, _dispatch._auto_ready, f.get_backend())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOFTPLUS_")}
+    env["FASTSOFTPLUS_BACKEND"] = "cython"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "True", "False", "cython"]
