@@ -322,7 +322,7 @@ def _last_team_size():
 
 ctypedef void (*_loop_nogil)(char **, cnp.npy_intp *, cnp.npy_intp *, void *) noexcept nogil
 
-# call_contig releases the GIL above this many elements: NumPy's own rule for ufunc loops
+# _contig releases the GIL above this many elements: NumPy's own rule for ufunc loops
 # (NPY_BEGIN_THREADS_THRESHOLDED), so other Python threads run meanwhile, as through the ufunc.
 cdef cnp.npy_intp _NOGIL_ABOVE = 500
 
@@ -365,7 +365,7 @@ cdef object _contig(int func, cnp.ndarray x, double beta, double threshold, obje
     cdef _loop_nogil loop
     cdef void *data
     if nin == 4 and g is None:
-        raise TypeError("call_contig: backward needs g")
+        raise TypeError("_contig: backward needs g")
     cdef cnp.npy_intp item = x.itemsize
     if x.dtype == _F32:
         idx = 2
@@ -399,16 +399,9 @@ cdef object _contig(int func, cnp.ndarray x, double beta, double threshold, obje
     return o
 
 
-def call_contig(int func, cnp.ndarray x, double beta, double threshold, cnp.ndarray g=None,
-                out=None):
-    """The C loop on C-contiguous native float32/float64 `x` (and `g`, same dtype and shape; the
-    caller checks): see ``_contig``. Returns `out` (a new array if None), or None when `out` does
-    not suit (nothing written then)."""
-    return _contig(func, x, beta, threshold, g, out)
-
-
 # ---- the API's fast path ------------------------------------------------------------------------
-# Set by fastsoftplus._dispatch (configure_fast) once its automatic choice is settled.
+# Set by fastsoftplus._dispatch (configure_fast) when this backend loads and again once the
+# automatic choice is settled.
 cdef object _dispatch = None       # the dispatcher module: its global default is read per call
 cdef object _override_var = None   # its use_backend() ContextVar
 cdef object _no_override = None    # that variable's value outside any use_backend() block

@@ -436,8 +436,8 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
 }
 
 /* sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the quotient
- * corrected by its exact residual (one division).  NaN x -> 0 here (the callers restore it). */
-/* (A NaN x gives some finite value: a = NaN clamps to F32_EXP_ARG_MIN; the callers return x.) */
+ * corrected by its exact residual (one division).  A NaN x gives some finite value (a = NaN
+ * clamps to F32_EXP_ARG_MIN); the callers return x. */
 static inline float FSP_K(fsp_sigmoid_f32)(float x) {
     float a = FSP_K(fsp_neg_abs_f32)(x);
     float e_hi, e_lo, once;
