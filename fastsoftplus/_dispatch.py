@@ -416,9 +416,16 @@ def _configure_fast() -> None:
               PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW)
 
 
-def fast_entry() -> Callable[..., np.ndarray | None] | None:
-    """The cython backend's fast-path function once that backend is loaded, else None."""
-    return getattr(_modules.get("cython"), "fast", None)
+def fast_entry(chosen: str) -> Callable[..., np.ndarray | None] | None:
+    """The API's fast-path function, given the backend `chosen` for a call: the cython backend's
+    once it is loaded; numba's where cython cannot load (it serves only calls that numba runs;
+    cython's load is tried then, as the automatic choice would); else None (asked again next call)."""
+    if chosen == "numba" and "cython" not in _modules:
+        _load("cython")
+    cy = _modules.get("cython")
+    if cy is not None:
+        return getattr(cy, "fast", None)
+    return getattr(_modules.get("numba"), "fast", None) if chosen == "numba" else None
 
 
 def threads_rule(size: int, name: str | None = None, dtype=None) -> str:

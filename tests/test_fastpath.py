@@ -1,9 +1,10 @@
-"""The API's fast path (``_api._FAST``, i.e. ``_ext.fast``): small, plain calls go straight to
-the C loop.
+"""The API's fast path (``_api._FAST``): small, plain calls go straight to the serial loop.
 
-It must be invisible: the same values, the same errors and the same treatment of ``out`` as the
-general path, and it must step aside whenever the general path would decide differently (another
-backend forced, a size for numba or threads, beta != 1, an unusual ``out``). ``use_backend``
+It is the cython backend's ``_ext.fast`` (checks in C) where that backend loads, else numba's
+``_numba.fast`` (checks in Python; CI's FASTSOFTPLUS_DISABLE=cython run tests it). It must be
+invisible: the same values, the same errors and the same treatment of ``out`` as the general
+path, and it must step aside whenever the general path would decide differently (another backend
+forced, a size for another backend or for threads, beta != 1, an unusual ``out``). ``use_backend``
 blocks always take the general path, which the tests below use as the reference.
 """
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 import fastsoftplus as fsp
 from fastsoftplus import _dispatch
 
-pytestmark = pytest.mark.skipif("cython" not in fsp.available_backends(),
-                                reason="the fast path serves the cython backend only")
+#: the backend whose fast path is in use, and another one it must step aside for
+FAST = next((n for n in ("cython", "numba") if n in fsp.available_backends()), None)
+OTHER = "numba" if FAST == "cython" and "numba" in fsp.available_backends() else "numpy"
+pytestmark = pytest.mark.skipif(FAST is None, reason="no compiled backend: no fast path")
 
 FUNCS = ["softplus", "softplus_grad", "softplus_backward", "softplus_inverse"]
 
@@ -30,6 +33,7 @@ def calls(monkeypatch):
     fsp.softplus(np.zeros(4), beta=2.0)  # a general-path call: settles the automatic choice
     real = _api._FAST
     assert real is not None, "the fast path was not set up by the first call"
+    assert real.__module__.endswith({"cython": "_ext", "numba": "_numba"}[FAST])
     seen = Calls()
 
     def counting(*args):
@@ -61,7 +65,7 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
         got = _call(func, x, **kw)
         assert calls, f"{func} {kw}: the fast path was not taken"
         calls.clear()
-        with fsp.use_backend("cython"):  # the general path
+        with fsp.use_backend(FAST):  # the general path
             want = _call(func, x, **kw)
         assert not calls
         assert got.dtype == want.dtype and got.shape == want.shape
@@ -71,7 +75,7 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
         assert calls
         calls.clear()
         np.testing.assert_array_equal(out, want)
-        forced = _call(func, x, backend="cython", **kw)  # forcing the backend it would choose
+        forced = _call(func, x, backend=FAST, **kw)  # forcing the backend it would choose
         assert calls == [FUNCS.index(func)]
         calls.clear()
         np.testing.assert_array_equal(forced, want)
@@ -79,18 +83,23 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
 
 def test_in_place_and_overlapping_out(calls):
     x = np.linspace(-5, 5, 101)
-    with fsp.use_backend("cython"):
+    with fsp.use_backend(FAST):
         want = fsp.softplus(x)
     y = x.copy()
     assert fsp.softplus(y, out=y) is y and calls  # out is the input: allowed, in place
     np.testing.assert_array_equal(y, want)
     calls.clear()
     a = np.linspace(-5, 5, 102)
-    with fsp.use_backend("cython"):
+    with fsp.use_backend(FAST):
         want = fsp.softplus(a[:-1].copy())
     fsp.softplus(a[:-1], out=a[1:])  # partial overlap: the general path reads from a copy
     np.testing.assert_array_equal(a[1:], want)
     assert not calls
+    g, x = np.linspace(-2, 2, 101), np.linspace(-5, 5, 101)
+    with fsp.use_backend(FAST):
+        want = fsp.softplus_backward(g, x)
+    assert fsp.softplus_backward(g, x, out=g) is g and calls == [2]  # out is grad_output
+    np.testing.assert_array_equal(g, want)
 
 
 @pytest.mark.parametrize("out,exc", [
@@ -107,7 +116,7 @@ def test_rejected_out_raises_and_writes_nothing(calls, out, exc):
     with pytest.raises(exc):
         fsp.softplus(x, out=out)
     np.testing.assert_array_equal(out, before)
-    assert not calls and calls.declined == 1  # the C side declined; the general path raised
+    assert not calls and calls.declined == 1  # the fast path declined; the general path raised
 
 
 def test_steps_aside(calls):
@@ -117,15 +126,18 @@ def test_steps_aside(calls):
     fsp.softplus(x[::2])                            # not contiguous
     fsp.softplus(x.astype(x.dtype.newbyteorder("S")))
     fsp.softplus(np.float32(1.0))                   # 0-d: a scalar comes back
-    fsp.softplus(np.zeros(_dispatch.NUMBA_MIN_SIZE, np.float32))  # numba's size
-    fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32), backend="cython")  # threads
+    if OTHER == "numba":
+        fsp.softplus(np.zeros(_dispatch.NUMBA_MIN_SIZE, np.float32))  # numba's size
+    fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32))  # threads
+    fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32), backend=FAST)
     fsp.softplus(x, backend="numpy")
-    with fsp.use_backend("cython"):
+    with fsp.use_backend(FAST):
         fsp.softplus(x)
-    if "numba" in fsp.available_backends():
-        with fsp.use_backend("numba"):
+    for name in {OTHER, "numpy"}:
+        fsp.softplus(x, backend=name)
+        with fsp.use_backend(name):
             fsp.softplus(x)
-        fsp.set_backend("numba")
+        fsp.set_backend(name)
         fsp.softplus(x)
         fsp.set_backend(None)
     assert not calls
@@ -145,10 +157,11 @@ def test_backward_grad_output_not_an_array(calls):
 
 
 def test_many_threads_at_once(calls):
-    """Several Python threads in the fast path at once (the GIL is released above 500 elements)."""
+    """Several Python threads in the fast path at once (the loops release the GIL: cython's above
+    500 elements, numba's always)."""
     import threading
     xs = [np.linspace(-10, 10, n) for n in (100, 600, 16000)]
-    with fsp.use_backend("cython"):
+    with fsp.use_backend(FAST):
         want = [fsp.softplus(x) for x in xs]
     bad = []
 
@@ -173,7 +186,7 @@ def test_follows_the_global_default(calls):
     fsp.set_backend("numpy")
     fsp.softplus(x)
     assert not calls
-    fsp.set_backend("cython")  # the fast path's own backend: served, as backend="cython" is
+    fsp.set_backend(FAST)  # the fast path's own backend: served, as backend=FAST is
     fsp.softplus(x)
     assert calls == [0]
     fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE))  # threads: the general path
@@ -184,8 +197,8 @@ def test_follows_the_global_default(calls):
 
 
 def test_global_default_from_the_environment():
-    """FASTSOFTPLUS_BACKEND=cython: plain small calls take the fast path, although the automatic
-    choice is never consulted (loading the backend configures it)."""
+    """FASTSOFTPLUS_BACKEND naming the fast path's backend: plain small calls take the fast path,
+    although the automatic choice is never consulted."""
     import os
     import subprocess
     import sys
@@ -197,9 +210,10 @@ def test_global_default_from_the_environment():
             "_api._FAST = lambda *a: seen.append(real(*a)) or seen[-1]\n"
             "y = f.softplus(x)\n"
             "print(len(seen), seen[0] is y, _dispatch._auto_ready, f.get_backend())\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOFTPLUS_")}
-    env["FASTSOFTPLUS_BACKEND"] = "cython"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FASTSOFTPLUS_") or k == "FASTSOFTPLUS_DISABLE"}
+    env["FASTSOFTPLUS_BACKEND"] = FAST
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["1", "True", "False", "cython"]
+    assert r.stdout.split() == ["1", "True", "False", FAST]
