@@ -168,7 +168,7 @@ def _load(name: str) -> ModuleType | None:
             _reasons[name] = f"{BACKENDS[name]} does not define run()"
             return None
         _modules[name] = mod
-        if name == "cython":
+        if name in ("cython", "numba"):
             _configure_fast()
         return mod
 
@@ -400,9 +400,10 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
 def _configure_fast() -> None:
     """Tell the cython backend's fast path (``_ext.fast``) when it may serve a call: automatic
     calls below ``min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE)`` elements if the automatic choice gives
-    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread). Called when
-    the cython backend loads and again when the automatic choice is settled; the global default
-    and the ``use_backend`` variable of this module are read by the C side on every call."""
+    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread); calls that
+    resolve to numba go to numba's fast path (``_numba.fast``). Called when the cython or numba
+    backend loads and again when the automatic choice is settled; the global default and the
+    ``use_backend`` variable of this module are read by the C side on every call."""
     mod = _modules.get("cython")
     configure = getattr(mod, "configure_fast", None)
     if configure is None:
@@ -413,7 +414,7 @@ def _configure_fast() -> None:
         return
     auto = _auto_ready and (_auto_cache is None or _auto_cache[0] == "cython")
     configure(sys.modules[__name__], min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE) if auto else 0,
-              PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW)
+              PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW, getattr(_modules.get("numba"), "fast", None))
 
 
 def fast_entry(chosen: str) -> Callable[..., np.ndarray | None] | None:

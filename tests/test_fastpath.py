@@ -133,7 +133,7 @@ def test_steps_aside(calls):
     fsp.softplus(x, backend="numpy")
     with fsp.use_backend(FAST):
         fsp.softplus(x)
-    for name in {OTHER, "numpy"}:
+    for name in {OTHER, "numpy"} - {"numba"}:  # cython's fast path hands numba to numba's
         fsp.softplus(x, backend=name)
         with fsp.use_backend(name):
             fsp.softplus(x)
@@ -144,6 +144,28 @@ def test_steps_aside(calls):
     with pytest.raises(ValueError, match="threshold"):
         fsp.softplus(x, threshold=float("nan"))
     assert not calls
+
+
+@pytest.mark.skipif(FAST != "cython" or "numba" not in fsp.available_backends(),
+                    reason="needs both compiled backends")
+def test_calls_forced_onto_numba_take_numbas_fast_path(calls, monkeypatch):
+    """backend="numba" and set_backend("numba"): cython's fast path hands small plain calls to
+    numba's, which computes them (its kernel table fills) as the general path would."""
+    from fastsoftplus import _numba
+    monkeypatch.setattr(_numba, "_fast_kernels", {})
+    x = np.linspace(-30, 30, 1000, dtype=np.float32)
+    with fsp.use_backend("numba"):  # the general path
+        want = fsp.softplus_grad(x)
+    assert not calls and not _numba._fast_kernels
+    np.testing.assert_array_equal(fsp.softplus_grad(x, backend="numba"), want)
+    assert calls == [1] and list(_numba._fast_kernels) == [2]  # grad, float32
+    fsp.set_backend("numba")
+    try:
+        np.testing.assert_array_equal(fsp.softplus_grad(x), want)
+        fsp.softplus_grad(np.zeros(_dispatch.PARALLEL_MIN_SIZE))  # threads: the general path
+    finally:
+        fsp.set_backend(None)
+    assert calls == [1, 1]
 
 
 def test_backward_grad_output_not_an_array(calls):

@@ -408,13 +408,16 @@ cdef object _no_override = None    # that variable's value outside any use_backe
 cdef cnp.npy_intp _auto_limit = 0  # below it the automatic choice is this backend on one thread
 cdef cnp.npy_intp _forced_limit = 0  # backend="cython": one thread below it
 cdef double _f32_overflow = 0.0    # |threshold| from which float32(threshold) is inf
+cdef object _numba_fast = None     # numba's fast path (_numba.fast) once numba is loaded
 
 
 def configure_fast(dispatch, cnp.npy_intp auto_limit, cnp.npy_intp forced_limit,
-                   double f32_overflow):
+                   double f32_overflow, numba_fast=None):
     """Give `fast` the dispatcher module and the size limits (auto_limit 0: automatic calls
-    never take the fast path)."""
+    never take the fast path), and numba's fast path for calls forced onto numba."""
     global _dispatch, _override_var, _no_override, _auto_limit, _forced_limit, _f32_overflow
+    global _numba_fast
+    _numba_fast = numba_fast
     _override_var = dispatch._override
     _no_override = dispatch._NO_OVERRIDE
     _auto_limit = auto_limit
@@ -434,7 +437,8 @@ def fast(int func, x, beta, threshold, g, out, backend):
     native float32/float64 ndarray with at least one dimension (g: same dtype and shape); `out`
     None or a writeable C-contiguous array of x's dtype and shape that is x (or g) or does not
     overlap them. Such a call passes every check of the general path (``_api._apply``), so
-    skipping them changes nothing but the time."""
+    skipping them changes nothing but the time. A call whose backend is "numba" is handed to
+    numba's fast path (``_numba.fast``, the same contract) once that backend is loaded."""
     cdef cnp.npy_intp limit
     cdef double t
     cdef cnp.ndarray a, ga
@@ -446,6 +450,8 @@ def fast(int func, x, beta, threshold, g, out, backend):
         limit = _auto_limit
     elif backend == "cython":
         limit = _forced_limit
+    elif backend == "numba" and _numba_fast is not None:  # set_backend("numba"), backend="numba"
+        return _numba_fast(func, x, beta, threshold, g, out, backend)
     else:
         return None
     if type(x) is not np.ndarray or type(beta) is not float or <double>beta != 1.0:
