@@ -136,11 +136,17 @@ static inline void FSP_K(fsp_pow2)(int64_t k, double *s1, double *s2) {
 
 /* exp(a) = 2**k * (1 + p_hi + p_lo) for a in [EXP_ARG_MIN, 700]; p relative error ~2**-55.
  * precise (a constant after inlining) reduces with ln2 to 150 bits instead of 95, for
- * log(expm1(z)) next to its root z = ln2, where r = z - ln2 is itself tiny. */
-static inline int64_t FSP_K(fsp_exp_core)(double a, int precise, double *p_hi, double *p_lo) {
+ * log(expm1(z)) next to its root z = ln2, where r = z - ln2 is itself tiny.
+ * k is an int32 on purpose: GCC takes the vectorization factor from the narrowest type in the
+ * loop, so the float64 loops then run 16 lanes per iteration as two interleaved streams of zmm
+ * (ymm for AVX2) operations, which hides much of the long dependency chain's latency. Measured
+ * (serial softplus float64, n = 1e5, ns/element, int64 -> int32): AVX-512 8.6-9.1 -> 6.5-7.4,
+ * AVX2 15.0-17.5 -> 11.2-12.2, baseline SSE2 60 -> 31; grad/backward/inverse 5-12% less.
+ * Values unchanged (|k| < 2**11; 1.65e8 float64 results of all kernels bitwise equal). */
+static inline int32_t FSP_K(fsp_exp_core)(double a, int precise, double *p_hi, double *p_lo) {
     double kd_s = FSP_FMA(a, FSP_INV_LN2, FSP_ROUND_SHIFT);
     double kd = kd_s - FSP_ROUND_SHIFT;
-    int64_t k = FSP_K(fsp_as_i64)(kd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
+    int32_t k = (int32_t)(FSP_K(fsp_as_i64)(kd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT));
     double r_hi = a - kd * FSP_LN2_HI; /* exact: kd*LN2_HI has <= 53 bits, Sterbenz */
     double r_lo = -kd * FSP_LN2_LO;
     if (precise) { /* r_hi - kd*(LN2_LO + LN2_LO2) with the product's rounding error kept */
@@ -179,9 +185,9 @@ static inline void FSP_K(fsp_exp_dd)(double a, int want_once, double *t_hi, doub
                                      double *t_once) {
     double p_hi, p_lo, s1, s2, one, one_lo;
     a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
-    int64_t k = FSP_K(fsp_exp_core)(a, 0, &p_hi, &p_lo);
-    int64_t kc = k > FSP_SCALE_MIN_EXP ? k : FSP_SCALE_MIN_EXP;
-    double sc = FSP_K(fsp_as_f64)((kc + 1023) << 52);
+    int32_t k = FSP_K(fsp_exp_core)(a, 0, &p_hi, &p_lo);
+    int32_t kc = k > FSP_SCALE_MIN_EXP ? k : FSP_SCALE_MIN_EXP;
+    double sc = FSP_K(fsp_as_f64)(((int64_t)kc + 1023) << 52);
     FSP_K(fsp_pow2)(k, &s1, &s2);
     FSP_K(fsp_fast_two_sum)(1.0, p_hi, &one, &one_lo);
     one_lo += p_lo;
@@ -375,8 +381,16 @@ static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
  * same algorithm and agree bit for bit.  FP_FAST_FMAF (C99 <math.h>): fmaf is an instruction. */
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA) || defined(FP_FAST_FMAF)
 
-/* 2**kf as a float32, for an integer-valued kf in [-126, 127] (exponent field). */
-static inline float FSP_K(fsp_pow2f)(float kf) { return FSP_K(fsp_as_f32)(((int32_t)kf + 127) << 23); }
+/* 2**kf as a float32, for an integer-valued kf in [-126, 127] (exponent field).  Converted
+ * through an int16 on purpose (exact: |kf| < 2**8): GCC takes the vectorization factor from the
+ * narrowest type in the loop, so the float32 loops then run 32 lanes per iteration as two
+ * interleaved streams of zmm operations (ymm for AVX2), which hides latency the single stream
+ * leaves exposed (C harness, AVX-512, one core, n = 32768, x in [-5, 5], four interleaved runs:
+ * softplus 1.85-1.99 -> 1.58-1.88 ns/element, grad 1.39-1.51 -> 1.28-1.35, for 8 extra
+ * pack/unpack instructions per 32 elements). All 2**32 float32 results bitwise unchanged. */
+static inline float FSP_K(fsp_pow2f)(float kf) {
+    return FSP_K(fsp_as_f32)(((int32_t)(int16_t)kf + 127) << 23);
+}
 
 /* exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid where e >= F32_TINY (and
  * normal everywhere); once = e rounded once, right down to subnormals, where a_once >
