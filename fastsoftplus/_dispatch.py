@@ -89,12 +89,16 @@ NUMBA_MIN_SIZE = 1 << 14
 #: within 17%. Before wide_vectors (ymm only) numba was 1.2-1.5x slower everywhere there.
 NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 
-#: dtypes whose serial calls from NUMBA_MIN_SIZE go to numba: float64 only. The same grid on the
+#: dtypes whose serial calls from NUMBA_MIN_SIZE go to numba: none now. The same grid on the
 #: Intel Xeon after the leaner float32 C kernels (commit c9bd08b), serial numba/cython from
 #: 65536: float32 softplus 0.96-1.25 (median 1.02), grad 0.91-1.22 (0.99), backward 0.96-1.14
-#: (1.07); float64 softplus 0.86-0.92, grad 0.81-0.98, backward 0.84-1.02, inverse 0.94-0.98.
-#: So serial float32 stays with cython (also the smaller call overhead).
-NUMBA_SERIAL_DTYPES = frozenset({"float64"})
+#: (1.07); float64 softplus 0.86-0.92, grad 0.81-0.98, backward 0.84-1.02, inverse 0.94-0.98:
+#: float64 went to numba. After the C loops' two interleaved streams (commit cf9fdc1), two runs
+#: of the grid: float64 softplus 0.87-1.18 (medians 0.98, 1.03), grad 0.92-1.13 (0.99, 1.07),
+#: backward 0.82-1.17 (1.01, 1.01), inverse 0.95-1.39 (1.17, 1.18); float32 medians 0.96-1.21.
+#: numba is no faster for either dtype, so serial calls stay with cython (and its smaller call
+#: overhead, and its fast path up to PARALLEL_MIN_SIZE).
+NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
 #: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
@@ -315,8 +319,8 @@ def parallel_min_size(name: str, dtype: np.dtype) -> int:
 _R_SMALL = f"automatic: n < NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (least call overhead)"
 _R_STRIDED = "automatic: non-contiguous input (numba's strided path is 4-5x slower)"
 _R_SLOWER = "automatic: {} {} is in NUMBA_SLOWER (numba's kernel measured slower)"
-_R_SERIAL = (f"automatic: serial float64 call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE} (numba's "
-             f"float64 kernels measured at 0.81-1.02x cython's time)")
+_R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE}, dtype in "
+             f"NUMBA_SERIAL_DTYPES (numba's kernels measured faster)")
 _R_SERIAL_C = "automatic: serial {} call (numba's loops are no faster there: NUMBA_SERIAL_DTYPES)"
 _R_TBB = ("automatic: threaded call, numba on tbb (within 0.8-1.1x of OpenMP from ~2.6e5, and "
           "robust when other processes keep the cores busy)")
@@ -327,8 +331,8 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
     """The automatic choice: (backend name, the rule that chose it).
 
     cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs, for ``NUMBA_SLOWER`` and for
-    serial float32 calls; numba for serial float64 calls from ``NUMBA_MIN_SIZE`` (its kernels
-    measured faster, ``NUMBA_SERIAL_DTYPES``), and for threaded calls when
+    serial calls (numba only for dtypes in ``NUMBA_SERIAL_DTYPES``, where its kernels measured
+    faster: none at present), and numba for threaded calls when
     its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it does not stall when other
     processes keep the cores busy, where OpenMP's team does). Whatever is installed otherwise.
     """
@@ -399,8 +403,7 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
 
 def _configure_fast() -> None:
     """Tell the cython backend's fast path (``_ext.fast``) when it may serve a call: automatic
-    calls below ``min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE)`` elements if the automatic choice gives
-    them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread); calls that
+    calls below ``fast_auto_limit()`` elements if the automatic choice gives them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread); calls that
     resolve to numba go to numba's fast path (``_numba.fast``). Called when the cython or numba
     backend loads and again when the automatic choice is settled; the global default and the
     ``use_backend`` variable of this module are read by the C side on every call."""
@@ -413,8 +416,14 @@ def _configure_fast() -> None:
     except ValueError:  # a bad FASTSOFTPLUS_BACKEND: reported by choose(); no fast path
         return
     auto = _auto_ready and (_auto_cache is None or _auto_cache[0] == "cython")
-    configure(sys.modules[__name__], min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE) if auto else 0,
+    configure(sys.modules[__name__], fast_auto_limit() if auto else 0,
               PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW, getattr(_modules.get("numba"), "fast", None))
+
+
+def fast_auto_limit() -> int:
+    """Below this size an automatic contiguous call is cython's on one thread (when both compiled
+    backends load): the cython fast path's limit for automatic calls."""
+    return PARALLEL_MIN_SIZE if not NUMBA_SERIAL_DTYPES else min(NUMBA_MIN_SIZE, PARALLEL_MIN_SIZE)
 
 
 def fast_entry(chosen: str) -> Callable[..., np.ndarray | None] | None:

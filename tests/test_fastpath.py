@@ -81,6 +81,15 @@ def test_taken_and_bitwise_equal_to_the_general_path(calls, func, dtype):
         np.testing.assert_array_equal(forced, want)
 
 
+def test_largest_automatic_size_is_taken(calls):
+    limit = _dispatch.fast_auto_limit() if FAST == "cython" else _dispatch.PARALLEL_MIN_SIZE
+    x = np.linspace(-30, 30, limit - 1)
+    got = fsp.softplus(x)
+    assert calls == [0]
+    with fsp.use_backend(FAST):
+        np.testing.assert_array_equal(got, fsp.softplus(x))
+
+
 def test_in_place_and_overlapping_out(calls):
     x = np.linspace(-5, 5, 101)
     with fsp.use_backend(FAST):
@@ -126,8 +135,8 @@ def test_steps_aside(calls):
     fsp.softplus(x[::2])                            # not contiguous
     fsp.softplus(x.astype(x.dtype.newbyteorder("S")))
     fsp.softplus(np.float32(1.0))                   # 0-d: a scalar comes back
-    if OTHER == "numba":
-        fsp.softplus(np.zeros(_dispatch.NUMBA_MIN_SIZE, np.float32))  # numba's size
+    if FAST == "cython":  # from there the automatic choice may be numba or threads
+        fsp.softplus(np.zeros(_dispatch.fast_auto_limit(), np.float32))
     fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32))  # threads
     fsp.softplus(np.zeros(_dispatch.PARALLEL_MIN_SIZE, np.float32), backend=FAST)
     fsp.softplus(x, backend="numpy")
