@@ -100,6 +100,18 @@ NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 #: overhead, and its fast path up to PARALLEL_MIN_SIZE).
 NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 
+#: Threaded calls from this many elements go to cython (OpenMP) even where numba runs on tbb:
+#: calls that take >= ~13 ms serially, where a thread the OS runs late costs the OpenMP team at
+#: most its current chunk (the C loops claim chunks dynamically: fsp_loops.c, fsp_run),
+#: so cython's faster loops win with or without contention. Measured: softplus, 2 threads,
+#: median of 14 calls / serial time, idle | with another process spinning on one of the 2 cores
+#: (cython vs numba): float64 1e7 0.69 vs 0.86 | 0.78 vs 1.15, 4e6 0.52 vs 0.59 | 0.67 vs 0.86,
+#: 2e6 0.55 vs 0.55 | 0.86 vs 0.93, but 1e6 0.59 vs 0.66 | 1.33 vs 1.42 (max 15.9 vs 8.7 ms)
+#: and 2.6e5 0.65 vs 1.26 | 2.79 vs 1.21; float32 1.6e7 0.94 vs 1.10 | 0.88 vs 1.28, 1e7
+#: 0.54 vs 0.60 | 1.08 vs 1.35 and 0.77 vs 1.08, 8e6 0.54 vs 0.59 | 1.03 vs 1.11 and 1.13 vs
+#: 1.05, but 4e6 0.54 vs 0.63 | 1.38 vs 1.14 and 2e6 | 2.13 vs 1.20.
+OPENMP_MIN_SIZE = {"float32": 1 << 23, "float64": 1 << 21}
+
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
 #: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
 #: non-contiguous input goes to cython.
@@ -325,6 +337,8 @@ _R_SERIAL_C = "automatic: serial {} call (numba's loops are no faster there: NUM
 _R_TBB = ("automatic: threaded call, numba on tbb (within 0.8-1.1x of OpenMP from ~2.6e5, and "
           "robust when other processes keep the cores busy)")
 _R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
+_R_OPENMP = ("automatic: threaded {} call, n >= OPENMP_MIN_SIZE={} (long enough that OpenMP's "
+             "dynamic chunks beat tbb, also when other processes keep the cores busy)")
 
 
 def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tuple[str, str]:
@@ -332,9 +346,10 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
 
     cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs, for ``NUMBA_SLOWER`` and for
     serial calls (numba only for dtypes in ``NUMBA_SERIAL_DTYPES``, where its kernels measured
-    faster: none at present), and numba for threaded calls when
-    its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it does not stall when other
-    processes keep the cores busy, where OpenMP's team does). Whatever is installed otherwise.
+    faster: none at present), for threaded calls from ``OPENMP_MIN_SIZE``, and numba for the
+    other threaded calls when its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it
+    does not stall when other processes keep the cores busy, where OpenMP's team does on calls
+    this short). Whatever is installed otherwise.
     """
     global _auto_cache, _auto_ready
     if not _auto_ready:
@@ -363,6 +378,8 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
         if dt in NUMBA_SERIAL_DTYPES:
             return "numba", _R_SERIAL
         return "cython", _R_SERIAL_C.format(dt)
+    if size >= OPENMP_MIN_SIZE[dt]:
+        return "cython", _R_OPENMP.format(dt, OPENMP_MIN_SIZE[dt])
     layer = _numba_layer()
     if layer == "tbb":
         return "numba", _R_TBB

@@ -563,6 +563,23 @@ def test_explain():
         fsp.explain([1j])
 
 
+
+@pytest.mark.skipif(not {"cython", "numba"} <= set(fsp.available_backends()),
+                    reason="the rule chooses between the two compiled backends")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_explain_long_threaded_calls_go_to_cython(dtype):
+    """From OPENMP_MIN_SIZE threaded calls go to cython's OpenMP loops; below it to numba on
+    tbb (or cython when numba's layer is not tbb), never by that rule."""
+    fsp.set_num_threads(2)
+    n = _dispatch.OPENMP_MIN_SIZE[dtype]
+    text = fsp.explain(np.zeros(n, dtype))
+    assert text.startswith("cython: automatic") and "OPENMP_MIN_SIZE" in text and "2 threads" in text
+    below = fsp.explain(np.zeros(n - 1, dtype))
+    assert "OPENMP_MIN_SIZE" not in below and "2 threads" in below
+    with fsp.use_backend("numba"):  # a forced backend is not overridden
+        assert fsp.explain(np.zeros(n, dtype)).startswith("numba")
+
+
 # --- threads -------------------------------------------------------------------------------------
 
 def test_num_threads():

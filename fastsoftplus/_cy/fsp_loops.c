@@ -174,9 +174,16 @@ int fsp_have_openmp(void)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Threads: split [0, n) into one contiguous range per thread.
+ * Threads: [0, n) in chunks that the team's threads claim one at a time (OpenMP's dynamic
+ * schedule), FSP_CHUNKS_PER_THREAD per thread when n allows chunks of at least
+ * FSP_PARALLEL_GRAIN elements. With one range per thread (a static split) a thread that the OS
+ * runs late, because another process holds its core, holds up the whole call for its entire
+ * range; with chunks the threads that do run take over its share. Measured (float64 softplus,
+ * 2 threads, another process spinning on one of the 2 cores, median of 14 calls / serial time):
+ * see _dispatch.OPENMP_MIN_SIZE.
  */
-#define FSP_SPLIT_ALIGN 64   /* range boundaries on multiples of 64 elements: whole cache lines */
+#define FSP_SPLIT_ALIGN 64   /* chunk boundaries on multiples of 64 elements: whole cache lines */
+#define FSP_CHUNKS_PER_THREAD 8
 
 static void fsp_run(fsp_range_fn fn, char **args, const npy_intp *steps, npy_intp n,
                     int nthreads)
@@ -190,16 +197,21 @@ static void fsp_run(fsp_range_fn fn, char **args, const npy_intp *steps, npy_int
         if ((npy_intp)nt > cap)
             nt = (int)cap;
         if (nt > 1) {
+            npy_intp nchunks = (npy_intp)nt * FSP_CHUNKS_PER_THREAD, chunk;
+            if (nchunks > cap)
+                nchunks = cap;
+            chunk = (n + nchunks - 1) / nchunks;
+            chunk = (chunk + FSP_SPLIT_ALIGN - 1) / FSP_SPLIT_ALIGN * FSP_SPLIT_ALIGN;
+            nchunks = (n + chunk - 1) / chunk;
 #pragma omp parallel num_threads(nt)
             {
                 const npy_intp t = omp_get_thread_num(), tn = omp_get_num_threads();
-                npy_intp per = (n + tn - 1) / tn;
-                npy_intp s, e;
-                per = (per + FSP_SPLIT_ALIGN - 1) / FSP_SPLIT_ALIGN * FSP_SPLIT_ALIGN;
-                s = t * per;
-                e = s + per < n ? s + per : n;
-                if (s < e)
+                npy_intp c;
+#pragma omp for schedule(dynamic, 1) nowait
+                for (c = 0; c < nchunks; c++) {
+                    npy_intp s = c * chunk, e = s + chunk < n ? s + chunk : n;
                     fn(args, steps, s, e);
+                }
                 if (t != 0)  /* a worker's flags are never read, but leave its state clean */
                     feclearexcept(FE_ALL_EXCEPT);
                 else
