@@ -420,8 +420,9 @@ def choose(func: str, dtype, size: int, contiguous: bool, backend: str | None) -
 
 def _configure_fast() -> None:
     """Tell the cython backend's fast path (``_ext.fast``) when it may serve a call: automatic
-    calls below ``fast_auto_limit()`` elements if the automatic choice gives them to cython, ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread); calls that
-    resolve to numba go to numba's fast path (``_numba.fast``). Called when the cython or numba
+    calls below ``fast_auto_limit()`` elements if the automatic choice gives them to cython,
+    ``backend="cython"`` below ``PARALLEL_MIN_SIZE`` (one thread); calls that resolve to numba
+    go to numba's fast path (``_numba.fast``). Called when the cython or numba
     backend loads and again when the automatic choice is settled; the global default and the
     ``use_backend`` variable of this module are read by the C side on every call."""
     mod = _modules.get("cython")
@@ -433,8 +434,8 @@ def _configure_fast() -> None:
     except ValueError:  # a bad FASTSOFTPLUS_BACKEND: reported by choose(); no fast path
         return
     auto = _auto_ready and (_auto_cache is None or _auto_cache[0] == "cython")
-    configure(sys.modules[__name__], fast_auto_limit() if auto else 0,
-              PARALLEL_MIN_SIZE, _constants.F32_OVERFLOW, getattr(_modules.get("numba"), "fast", None))
+    configure(sys.modules[__name__], fast_auto_limit() if auto else 0, PARALLEL_MIN_SIZE,
+              _constants.F32_OVERFLOW, getattr(_modules.get("numba"), "fast", None))
 
 
 def fast_auto_limit() -> int:
@@ -446,7 +447,8 @@ def fast_auto_limit() -> int:
 def fast_entry(chosen: str) -> Callable[..., np.ndarray | None] | None:
     """The API's fast-path function, given the backend `chosen` for a call: the cython backend's
     once it is loaded; numba's where cython cannot load (it serves only calls that numba runs;
-    cython's load is tried then, as the automatic choice would); else None (asked again next call)."""
+    cython's load is tried then, as the automatic choice would); else None (asked again on the
+    next call)."""
     if chosen == "numba" and "cython" not in _modules:
         _load("cython")
     cy = _modules.get("cython")

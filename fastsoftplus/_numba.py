@@ -808,7 +808,7 @@ def run(func: str, arrays: tuple[np.ndarray, ...], out: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------
-# The API's fast path where the cython backend is unavailable (its own, in C, serves otherwise)
+# The API's fast path for calls that run on numba (cython's, in C, serves the others)
 # --------------------------------------------------------------------------------------------
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -819,9 +819,10 @@ _fast_kernels: dict = {}  # _FAST_KEYS key -> the compiled serial kernel
 
 def fast(func: int, x: Any, beta: Any, threshold: Any, g: Any, out: Any,
          backend: str | None) -> np.ndarray | None:
-    """The API's fast path when numba is the only compiled backend: the same contract as the
-    cython backend's ``_ext.fast`` (`func` 0 softplus, 1 grad, 2 backward (g, x), 3 inverse;
-    None, with nothing computed or written, for any call that is not of the plain kind).
+    """The API's fast path for calls that run on numba: ``_api._FAST`` itself where cython is
+    unavailable; else cython's ``_ext.fast`` hands it the calls forced onto numba. The same
+    contract as ``_ext.fast`` (`func` 0 softplus, 1 grad, 2 backward (g, x), 3 inverse; None,
+    with nothing computed or written, for any call that is not of the plain kind).
 
     That kind: the backend that applies (`backend`; without it, no use_backend() block in force
     and the global default) is "numba", or None while the automatic choice is numba (cython
