@@ -60,7 +60,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _constants, _dispatch
+from . import _api, _dispatch
 
 try:
     import numba
@@ -853,8 +853,7 @@ def fast(func: int, x: Any, beta: Any, threshold: Any, g: Any, out: Any,
         return None
     dt = x.dtype
     if dt is _F32:
-        if abs(t) >= _constants.F32_OVERFLOW:
-            t = math.copysign(math.inf, t)  # float32(threshold), said exactly (as _api does)
+        t = _api._f32_threshold(t)
     elif dt is not _F64:
         return None
     fx = x.flags  # one flags object per array: each attribute read of .flags builds a new one
