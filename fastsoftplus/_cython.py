@@ -17,6 +17,9 @@ How it computes (details in ``_cy/fsp_loops.c``):
   elements. ``run()`` uses the ``nthreads`` it is given (per call, per OS thread: no global is
   touched); the ufuncs called directly use ``_ext.get_num_threads()``, which
   ``fastsoftplus.set_num_threads`` is meant to forward to. A forked child computes serially.
+  The stall guard (``_ext.stall_guard()``): a threaded call whose caller waited at the team's
+  closing barrier longer than it computed (a worker the OS did not run: another process holds
+  the core) sends the next calls to one thread for a holdoff, 50 ms doubling to 2 s.
 - Floating-point status flags raised inside the loops are discarded, so no NumPy warning appears.
 """
 
@@ -90,7 +93,18 @@ def info() -> dict[str, str]:
     }
     if _ext.serial_only():
         d["note"] = "forked child: computes single-threaded (libgomp is not fork-safe)"
+    elif _ext.openmp:
+        g = _ext.stall_guard()
+        held = f", one thread for {g['left_s']:.2f} s more" if g["left_s"] > 0 else ""
+        d["stall_guard"] = (f"{g['stalls']} stalled threaded calls, {g['serial_calls']} run on one "
+                            f"thread after them{held}")
     return d
+
+
+def threads_usable() -> bool:
+    """True when this backend's calls can run on several threads here (OpenMP compiled in, not
+    a forked child)."""
+    return bool(_ext.openmp) and not _ext.serial_only()
 
 
 #: The API's fast path for small plain calls (see ``_ext.fast``); ``configure_fast`` gives it the

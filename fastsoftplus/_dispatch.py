@@ -57,7 +57,8 @@ FUNCS = ("softplus", "softplus_grad", "softplus_backward", "softplus_inverse")
 
 # On the Intel Xeon CI machine the grid ran once while another process kept one core busy: the
 # cython (OpenMP) threaded calls took 13.6x, 34.6x and 84.8x their serial time at three sizes
-# (262144, 32768, 32768), numba's (tbb) at most 1.6x: why threaded calls go to numba on tbb.
+# (262144, 32768, 32768), numba's (tbb) at most 1.6x: why the C loops have a stall guard (see
+# the threaded-call rule below).
 
 #: Below this many elements a call runs on one thread (every backend; the Cython loops apply it
 #: too): defined in _constants.py. Measured: 2 threads beat 1 at the smallest size where the loops
@@ -100,17 +101,21 @@ NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 #: overhead, and its fast path up to PARALLEL_MIN_SIZE).
 NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 
-#: Threaded calls from this many elements go to cython (OpenMP) even where numba runs on tbb:
-#: calls that take >= ~13 ms serially, where a thread the OS runs late costs the OpenMP team at
-#: most its current chunk (the C loops claim chunks dynamically: fsp_loops.c, fsp_run),
-#: so cython's faster loops win with or without contention. Measured: softplus, 2 threads,
-#: median of 14 calls / serial time, idle | with another process spinning on one of the 2 cores
-#: (cython vs numba): float64 1e7 0.69 vs 0.86 | 0.78 vs 1.15, 4e6 0.52 vs 0.59 | 0.67 vs 0.86,
-#: 2e6 0.55 vs 0.55 | 0.86 vs 0.93, but 1e6 0.59 vs 0.66 | 1.33 vs 1.42 (max 15.9 vs 8.7 ms)
-#: and 2.6e5 0.65 vs 1.26 | 2.79 vs 1.21; float32 1.6e7 0.94 vs 1.10 | 0.88 vs 1.28, 1e7
-#: 0.54 vs 0.60 | 1.08 vs 1.35 and 0.77 vs 1.08, 8e6 0.54 vs 0.59 | 1.03 vs 1.11 and 1.13 vs
-#: 1.05, but 4e6 0.54 vs 0.63 | 1.38 vs 1.14 and 2e6 | 2.13 vs 1.20.
-OPENMP_MIN_SIZE = {"float32": 1 << 23, "float64": 1 << 21}
+#: Threaded calls go to cython (OpenMP) wherever its loops can run threads (compiled with
+#: OpenMP, not a forked child); to numba only where they cannot and numba runs on tbb. An OpenMP
+#: team ends at a barrier where the caller waits for a worker the OS has not run yet (another
+#: process on its core): ~8 ms per call whatever its size. The C loops' stall guard (fsp_loops.c,
+#: fsp_run) detects such a call (the caller waited longer than it computed) and, unless the
+#: threaded calls since the previous stall saved more than it cost, runs the next threaded calls
+#: on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the
+#: faster OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
+#: 2 threads, median of ~1.5 s of calls / the serial time, idle | another process spinning on one
+#: of the 2 cores, cython vs numba/tbb): float32 1e5 0.62 vs 0.89 | 0.94 vs 1.13 (before the
+#: guard cython 0.54 | 47.8), 1e6 0.54 vs 0.64 | 1.19 vs 1.29 (0.56 | 3.38), 1e7 0.51 vs 0.57 |
+#: 0.87 vs 1.09; float64 1e5 0.51 vs 0.74 | 1.01 vs 1.18, 1e6 0.54 vs 0.58 | 0.95 vs 1.07, 1e7
+#: 0.48 vs 0.53 | 0.68 vs 0.95. Until the guard (commit a6cf946) threaded calls below 2**23
+#: float32 / 2**21 float64 elements went to numba/tbb, whose caller never waits for an idle
+#: worker.
 
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
 #: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
@@ -334,22 +339,20 @@ _R_SLOWER = "automatic: {} {} is in NUMBA_SLOWER (numba's kernel measured slower
 _R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE}, dtype in "
              f"NUMBA_SERIAL_DTYPES (numba's kernels measured faster)")
 _R_SERIAL_C = "automatic: serial {} call (numba's loops are no faster there: NUMBA_SERIAL_DTYPES)"
-_R_TBB = ("automatic: threaded call, numba on tbb (within 0.8-1.1x of OpenMP from ~2.6e5, and "
-          "robust when other processes keep the cores busy)")
-_R_NOT_TBB = "automatic: threaded call, numba's threading layer is {}, not tbb"
-_R_OPENMP = ("automatic: threaded {} call, n >= OPENMP_MIN_SIZE={} (long enough that OpenMP's "
-             "dynamic chunks beat tbb, also when other processes keep the cores busy)")
+_R_OPENMP = ("automatic: threaded call, cython's OpenMP loops (faster than numba/tbb at every "
+             "size; their stall guard runs one thread while other processes hold the cores)")
+_R_TBB = "automatic: threaded call, cython cannot run threads here (no OpenMP or a forked child): numba on tbb"
+_R_NOT_TBB = "automatic: threaded call, cython cannot run threads here and numba's threading layer is {}, not tbb"
 
 
 def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tuple[str, str]:
     """The automatic choice: (backend name, the rule that chose it).
 
-    cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs, for ``NUMBA_SLOWER`` and for
+    cython below ``NUMBA_MIN_SIZE``, for non-contiguous inputs, for ``NUMBA_SLOWER``, for
     serial calls (numba only for dtypes in ``NUMBA_SERIAL_DTYPES``, where its kernels measured
-    faster: none at present), for threaded calls from ``OPENMP_MIN_SIZE``, and numba for the
-    other threaded calls when its threading layer is tbb (within 0.8-1.1x from ~2.6e5, and it
-    does not stall when other processes keep the cores busy, where OpenMP's team does on calls
-    this short). Whatever is installed otherwise.
+    faster: none at present) and for threaded calls where its loops can run threads (OpenMP);
+    numba for threaded calls where they cannot and numba's threading layer is tbb. Whatever is
+    installed otherwise.
     """
     global _auto_cache, _auto_ready
     if not _auto_ready:
@@ -378,8 +381,8 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
         if dt in NUMBA_SERIAL_DTYPES:
             return "numba", _R_SERIAL
         return "cython", _R_SERIAL_C.format(dt)
-    if size >= OPENMP_MIN_SIZE[dt]:
-        return "cython", _R_OPENMP.format(dt, OPENMP_MIN_SIZE[dt])
+    if getattr(_modules["cython"], "threads_usable", bool)():
+        return "cython", _R_OPENMP
     layer = _numba_layer()
     if layer == "tbb":
         return "numba", _R_TBB

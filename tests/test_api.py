@@ -567,17 +567,26 @@ def test_explain():
 @pytest.mark.skipif(not {"cython", "numba"} <= set(fsp.available_backends()),
                     reason="the rule chooses between the two compiled backends")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_explain_long_threaded_calls_go_to_cython(dtype):
-    """From OPENMP_MIN_SIZE threaded calls go to cython's OpenMP loops; below it to numba on
-    tbb (or cython when numba's layer is not tbb), never by that rule."""
+def test_explain_threaded_calls_go_to_openmp(dtype):
+    """Threaded calls go to cython's OpenMP loops where they can run threads, at every size;
+    where they cannot (a forked child: simulated), to numba on tbb."""
+    from fastsoftplus._cy import _ext
     fsp.set_num_threads(2)
-    n = _dispatch.OPENMP_MIN_SIZE[dtype]
-    text = fsp.explain(np.zeros(n, dtype))
-    assert text.startswith("cython: automatic") and "OPENMP_MIN_SIZE" in text and "2 threads" in text
-    below = fsp.explain(np.zeros(n - 1, dtype))
-    assert "OPENMP_MIN_SIZE" not in below and "2 threads" in below
+    for n in (_dispatch.PARALLEL_MIN_SIZE, 10 ** 6, 10 ** 8):
+        text = fsp.explain(np.zeros(n, dtype))
+        assert text.startswith("cython: automatic") == bool(_ext.openmp), text
+        assert ("OpenMP" in text) == bool(_ext.openmp) and "2 threads" in text
+    assert "OpenMP" not in fsp.explain(np.zeros(_dispatch.PARALLEL_MIN_SIZE - 1, dtype))  # serial
+    _ext._set_serial_only(True)
+    try:
+        text = fsp.explain(np.zeros(10 ** 6, dtype))
+        layer = _dispatch._numba_layer()
+        assert text.startswith("numba: automatic" if layer == "tbb" else "cython: automatic"), text
+        assert "cannot run threads" in text
+    finally:
+        _ext._set_serial_only(False)
     with fsp.use_backend("numba"):  # a forced backend is not overridden
-        assert fsp.explain(np.zeros(n, dtype)).startswith("numba")
+        assert fsp.explain(np.zeros(10 ** 6, dtype)).startswith("numba")
 
 
 # --- threads -------------------------------------------------------------------------------------

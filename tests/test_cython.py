@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -299,6 +300,13 @@ def test_float16_conversions_round_trip():
 
 # ---- threads --------------------------------------------------------------------------------------
 
+def _threaded_run(*args, **kw):
+    """_run with the stall guard cleared first: the call then runs the threads it asks for, even
+    if an earlier (oversubscribed) call stalled; the guard itself is tested below."""
+    _ext._guard_reset()
+    return _run(*args, **kw)
+
+
 @pytest.mark.skipif(not _ext.openmp, reason="built without OpenMP")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("func", FUNCS)
@@ -310,12 +318,12 @@ def test_thread_counts_give_identical_results(func, dtype, rng):
     assert _ext._last_team_size() == 1
     grain_cap = BIG // _ext.PARALLEL_GRAIN
     for nt in (2, 64, 10 ** 12):  # absurd counts are cut (MAX_THREADS, grain), not refused
-        _assert_same(_run(func, ins, 1.0, 20.0, nthreads=nt), one, f"contiguous nthreads={nt}")
+        _assert_same(_threaded_run(func, ins, 1.0, 20.0, nthreads=nt), one, f"contiguous nthreads={nt}")
         assert _ext._last_team_size() == min(nt, grain_cap, _ext.MAX_THREADS)  # threads ran
     x2 = np.repeat(x, 2)[::2]  # strided: the chunked path, threaded
     ins2 = _inputs(func, x2, g)
     for nt in (1, 2, 64):
-        _assert_same(_run(func, ins2, 1.0, 20.0, nthreads=nt), one, f"strided nthreads={nt}")
+        _assert_same(_threaded_run(func, ins2, 1.0, 20.0, nthreads=nt), one, f"strided nthreads={nt}")
         assert _ext._last_team_size() == min(nt, grain_cap)
     _run(func, tuple(a[: _ext.PARALLEL_MIN_N - 1] for a in ins), 1.0, 20.0, nthreads=2)
     assert _ext._last_team_size() == 1  # below PARALLEL_MIN_N: serial
@@ -329,6 +337,7 @@ def test_ufunc_thread_count_setting(rng):
         for nt in (1, 2, 64, 10 ** 6):
             _ext.set_num_threads(nt)
             assert _ext.get_num_threads() == nt
+            _ext._guard_reset()
             _assert_same(_ext.softplus(x, 1.0, 20.0), one, f"set_num_threads({nt})")
             if _ext.openmp:
                 assert _ext._last_team_size() == min(nt, BIG // _ext.PARALLEL_GRAIN)
@@ -382,6 +391,7 @@ def _child(q, n):
 def test_forked_child_after_parallel_call():
     x = np.linspace(-5, 5, BIG)
     o = np.empty_like(x)
+    _ext._guard_reset()
     _ext.run("softplus", (x,), o, 1.0, 20.0, 2)  # the parent has used an OpenMP team
     assert _ext._last_team_size() == 2
     # (without the fork hook, i.e. _ext._set_serial_only(False) in the child, the child hangs:
@@ -402,6 +412,70 @@ def test_forked_child_after_parallel_call():
     assert serial is True and team == 1
     assert ysum == osum == float(o.sum())
     assert not _ext.serial_only()  # the parent keeps its threads
+
+
+@pytest.fixture
+def fresh_guard():
+    _ext._guard_reset()
+    yield _ext.stall_guard
+    _ext._guard_reset()
+
+
+def _stall(work=1e-4):
+    """Record a stalled threaded call: its caller computed `work` s, then waited 10x longer."""
+    _ext._guard_note(work, max(10 * work, 2 * _ext.STALL_MIN_S))
+
+
+@pytest.mark.skipif(not _ext.openmp, reason="built without OpenMP")
+def test_stall_guard_runs_one_thread_for_its_holdoff(fresh_guard, rng):
+    """After a stall the threads did not pay for, threaded calls run on one thread, with the
+    same results, until the holdoff ends; then threads again."""
+    x = rng.uniform(-40, 40, BIG)
+    want = _run("softplus", (x,), 1.0, 20.0, nthreads=1)
+    lo = _ext.STALL_HOLDOFF_MIN_S
+    _stall()  # the first: paid for by the calls before it (none stalled), no holdoff
+    assert fresh_guard()["left_s"] <= 0
+    t0 = time.monotonic()
+    _stall()  # right after it: unpaid
+    g = fresh_guard()
+    assert g["stalls"] == 2 and g["serial_calls"] == 0 and 0 < g["left_s"] <= lo
+    got = _run("softplus", (x,), 1.0, 20.0, nthreads=2)
+    if time.monotonic() - t0 < lo:  # (a descheduled test runner may have outlived the holdoff)
+        assert _ext._last_team_size() == 1 and fresh_guard()["serial_calls"] == 1
+    _assert_same(got, want, "2 threads asked, 1 in the holdoff")
+    time.sleep(max(0.0, fresh_guard()["left_s"]) + 0.01)
+    _assert_same(_run("softplus", (x,), 1.0, 20.0, nthreads=2), want, "after the holdoff")
+    assert _ext._last_team_size() == 2  # threads again
+
+
+@pytest.mark.skipif(not _ext.openmp, reason="built without OpenMP")
+def test_stall_guard_policy(fresh_guard):
+    """What a stall is; which stalls the threads paid for (no holdoff); the doubling holdoff."""
+    lo, hi, tiny = _ext.STALL_HOLDOFF_MIN_S, _ext.STALL_HOLDOFF_MAX_S, _ext.STALL_MIN_S
+    assert 0 < tiny < lo < hi
+    _ext._guard_note(0.0, 0.9 * tiny)  # waited more than it computed, but too short to matter
+    _ext._guard_note(2.0, 1.5)  # waited long, but less than it computed: a long call
+    assert fresh_guard()["stalls"] == 0
+    _stall()
+    assert fresh_guard()["stalls"] == 1 and fresh_guard()["left_s"] <= 0  # paid for
+    want = lo
+    for k in range(12):  # unpaid stalls in a row: the holdoff doubles up to its maximum
+        _stall()
+        g = fresh_guard()
+        assert g["stalls"] == k + 2 and 0 < g["left_s"] <= want
+        want = min(2 * want, hi)
+        assert g["holdoff_s"] == want
+    assert want == hi
+    work = 2.0 ** -10  # a stall waiting 10x this is paid for by 20 calls that computed it (exact)
+    for calls, paid in ((19, False), (20, True)):
+        _ext._guard_reset()
+        _stall()  # (paid for: counting starts here)
+        for _ in range(calls):
+            _ext._guard_note(work, 1e-5)  # threaded calls that did not stall
+        _ext._guard_note(work, 10 * work)
+        g = fresh_guard()
+        assert g["stalls"] == 2 and (g["left_s"] <= 0) == paid, calls
+        assert g["holdoff_s"] == (lo if paid else 2 * lo)
 
 
 # ---- floating-point status ------------------------------------------------------------------------

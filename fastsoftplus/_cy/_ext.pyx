@@ -33,6 +33,9 @@ cdef extern from "fsp_loops.h":
     int FSP_PARALLEL_MIN_N
     int FSP_PARALLEL_GRAIN
     int FSP_MAX_THREADS
+    double FSP_STALL_MIN_S
+    double FSP_STALL_HOLDOFF_MIN_S
+    double FSP_STALL_HOLDOFF_MAX_S
     int FSP_NUFUNC_LOOPS
     ctypedef void (*fsp_ufunc_loop_fn)(char **, cnp.npy_intp *, cnp.npy_intp *, void *)
     fsp_ufunc_loop_fn *fsp_ufunc_funcs(int func)
@@ -53,6 +56,9 @@ cdef extern from "fsp_loops.h":
     void fsp_set_serial_only(int on)
     int fsp_get_serial_only()
     int fsp_have_openmp()
+    void fsp_guard_note(double work_s, double wait_s)
+    void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s)
+    void fsp_guard_reset()
 
 
 #: Elements per block of the strided path (stack buffers).
@@ -63,6 +69,10 @@ PARALLEL_MIN_N = FSP_PARALLEL_MIN_N
 PARALLEL_GRAIN = FSP_PARALLEL_GRAIN
 #: Upper bound on the threads of one call.
 MAX_THREADS = FSP_MAX_THREADS
+#: The OpenMP stall guard's constants (fsp_loops.h): a stall, the shortest and longest holdoff.
+STALL_MIN_S = FSP_STALL_MIN_S
+STALL_HOLDOFF_MIN_S = FSP_STALL_HOLDOFF_MIN_S
+STALL_HOLDOFF_MAX_S = FSP_STALL_HOLDOFF_MAX_S
 #: True when built with OpenMP.
 openmp = bool(fsp_have_openmp())
 #: Every variant compiled in, best first.
@@ -308,6 +318,28 @@ def run(str func, tuple arrays, out, double beta, double threshold, nthreads, si
         uf(*arrays, b, t, out=out)
     finally:
         fsp_tls_set(old_n, old_v)
+
+
+def stall_guard():
+    """The OpenMP stall guard's state (fsp_loops.c): ``stalls`` (threaded calls whose caller waited
+    at the closing barrier longer than it computed), ``serial_calls`` (threaded calls run on one
+    thread since, in a holdoff), ``holdoff_s`` (the next stall's holdoff) and ``left_s`` (seconds
+    left of the current one, <= 0 when none). All zero without OpenMP."""
+    cdef long stalls = 0, serial_calls = 0
+    cdef double holdoff = 0.0, left = 0.0
+    fsp_guard_stats(&stalls, &serial_calls, &holdoff, &left)
+    return {"stalls": stalls, "serial_calls": serial_calls, "holdoff_s": holdoff, "left_s": left}
+
+
+def _guard_note(double work_s, double wait_s):
+    """Testing hook: record a threaded call as fsp_run does (its caller computed `work_s` seconds,
+    then waited `wait_s` at the team's closing barrier)."""
+    fsp_guard_note(work_s, wait_s)
+
+
+def _guard_reset():
+    """Testing hook: no holdoff, counters at zero."""
+    fsp_guard_reset()
 
 
 def _set_serial_only(on):

@@ -37,6 +37,23 @@
 #define FSP_MAX_THREADS 256
 #endif
 
+/* The stall guard of the OpenMP calls (fsp_loops.c, before fsp_run): a threaded call whose caller
+ * waited at the team's closing barrier longer than it computed, and longer than FSP_STALL_MIN_S
+ * seconds, is a stall (a worker the OS did not run in time); the threaded calls of the next
+ * holdoff, FSP_STALL_HOLDOFF_MIN_S doubling up to FSP_STALL_HOLDOFF_MAX_S while the threads do
+ * not pay for their stalls, run on one thread. Stalls measured here last 4-8 ms (a scheduler
+ * time slice); an idle team's closing wait is at most one chunk (<= 1/16 of the call); 2 s
+ * between probes keeps the cost of a persistent stall under 0.5%. */
+#ifndef FSP_STALL_MIN_S
+#define FSP_STALL_MIN_S 250e-6
+#endif
+#ifndef FSP_STALL_HOLDOFF_MIN_S
+#define FSP_STALL_HOLDOFF_MIN_S 0.05
+#endif
+#ifndef FSP_STALL_HOLDOFF_MAX_S
+#define FSP_STALL_HOLDOFF_MAX_S 2.0
+#endif
+
 #define FSP_NFUNC 4
 #define FSP_NLOOPS 3          /* computing types: float16 (via float32), float32, float64 */
 #define FSP_NUFUNC_LOOPS 4    /* registered loops: eff->e, eee->e, fff->f, ddd->d (4 inputs
@@ -71,5 +88,13 @@ int fsp_get_num_threads(void);
 void fsp_set_serial_only(int on);   /* set in a forked child: libgomp must not be entered */
 int fsp_get_serial_only(void);
 int fsp_have_openmp(void);
+
+/* The stall guard (see FSP_STALL_MIN_S): fsp_guard_note records one threaded call (the caller's
+ * compute time and closing wait, seconds) as fsp_run does; fsp_guard_stats reads the counters
+ * (stalls seen, calls run on one thread because of them), the current holdoff and the seconds
+ * left of it (<= 0: none). Without OpenMP both do nothing / report zeros. */
+void fsp_guard_note(double work_s, double wait_s);
+void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s);
+void fsp_guard_reset(void);
 
 #endif /* FSP_LOOPS_H */
