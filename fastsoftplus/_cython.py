@@ -19,7 +19,8 @@ How it computes (details in ``_cy/fsp_loops.c``):
   ``fastsoftplus.set_num_threads`` is meant to forward to. A forked child computes serially.
   The stall guard (``_ext.stall_guard()``): a threaded call whose caller waited at the team's
   closing barrier longer than it computed (a worker the OS did not run: another process holds
-  the core) sends the next calls to one thread for a holdoff, 50 ms doubling to 2 s.
+  the core) sends the next calls to one thread for a holdoff (50 ms doubling to 2 s), unless the
+  threaded calls since the previous stall saved more time than it cost.
 - Floating-point status flags raised inside the loops are discarded, so no NumPy warning appears.
 """
 

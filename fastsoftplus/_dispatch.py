@@ -101,21 +101,21 @@ NUMBA_SLOWER = frozenset({("softplus_inverse", "float32")})
 #: overhead, and its fast path up to PARALLEL_MIN_SIZE).
 NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 
-#: Threaded calls go to cython (OpenMP) wherever its loops can run threads (compiled with
-#: OpenMP, not a forked child); to numba only where they cannot and numba runs on tbb. An OpenMP
-#: team ends at a barrier where the caller waits for a worker the OS has not run yet (another
-#: process on its core): ~8 ms per call whatever its size. The C loops' stall guard (fsp_loops.c,
-#: fsp_run) detects such a call (the caller waited longer than it computed) and, unless the
-#: threaded calls since the previous stall saved more than it cost, runs the next threaded calls
-#: on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the
-#: faster OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
-#: 2 threads, median of ~1.5 s of calls / the serial time, idle | another process spinning on one
-#: of the 2 cores, cython vs numba/tbb): float32 1e5 0.62 vs 0.89 | 0.94 vs 1.13 (before the
-#: guard cython 0.54 | 47.8), 1e6 0.54 vs 0.64 | 1.19 vs 1.29 (0.56 | 3.38), 1e7 0.51 vs 0.57 |
-#: 0.87 vs 1.09; float64 1e5 0.51 vs 0.74 | 1.01 vs 1.18, 1e6 0.54 vs 0.58 | 0.95 vs 1.07, 1e7
-#: 0.48 vs 0.53 | 0.68 vs 0.95. Until the guard (commit a6cf946) threaded calls below 2**23
-#: float32 / 2**21 float64 elements went to numba/tbb, whose caller never waits for an idle
-#: worker.
+# Threaded calls go to cython (OpenMP) wherever its loops can run threads (compiled with
+# OpenMP, not a forked child); to numba only where they cannot and numba runs on tbb. An OpenMP
+# team ends at a barrier where the caller waits for a worker the OS has not run yet (another
+# process on its core): ~8 ms per call whatever its size. The C loops' stall guard (fsp_loops.c,
+# fsp_run) detects such a call (the caller waited longer than it computed) and, unless the
+# threaded calls since the previous stall saved more than it cost, runs the next threaded calls
+# on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the
+# faster OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
+# 2 threads, median of ~1.5 s of calls / the serial time, idle | another process spinning on one
+# of the 2 cores, cython vs numba/tbb): float32 1e5 0.62 vs 0.89 | 0.94 vs 1.13 (before the
+# guard cython 0.54 | 47.8), 1e6 0.54 vs 0.64 | 1.19 vs 1.29 (0.56 | 3.38), 1e7 0.51 vs 0.57 |
+# 0.87 vs 1.09; float64 1e5 0.51 vs 0.74 | 1.01 vs 1.18, 1e6 0.54 vs 0.58 | 0.95 vs 1.07, 1e7
+# 0.48 vs 0.53 | 0.68 vs 0.95. From commit a6cf946 until the stall guard, threaded calls below
+# 2**23 float32 / 2**21 float64 elements went to numba/tbb, whose caller never waits for a
+# worker that has not started (before a6cf946: all of them).
 
 #: Layouts numba handles only through its parallel ufunc (one kernel call per element, no SIMD):
 #: 4-5x slower than cython's blocked strided loops (x[::2], 1.6e4..1e6, 1 and 2 threads), so a
@@ -381,7 +381,7 @@ def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tupl
         if dt in NUMBA_SERIAL_DTYPES:
             return "numba", _R_SERIAL
         return "cython", _R_SERIAL_C.format(dt)
-    if getattr(_modules["cython"], "threads_usable", bool)():
+    if getattr(_modules["cython"], "threads_usable", lambda: False)():
         return "cython", _R_OPENMP
     layer = _numba_layer()
     if layer == "tbb":
@@ -468,6 +468,12 @@ def threads_rule(size: int, name: str | None = None, dtype=None) -> str:
     if name is not None and dtype is not None and size < parallel_min_size(name, np.dtype(dtype)):
         return (f"size {size} < NUMBA_WORKQUEUE_MIN_SIZE={parallel_min_size(name, np.dtype(dtype))}: "
                 f"numba's workqueue threads lose below it")
+    guard = getattr(getattr(_modules.get("cython"), "_ext", None), "stall_guard", None)
+    if name == "cython" and guard is not None and get_num_threads() > 1:
+        g = guard()
+        if g["pending"] and g["left_s"] > 0:
+            return (f"get_num_threads(); but one thread for {g['left_s']:.2f} s more: the stall "
+                    f"guard's holdoff after {g['stalls']} stalled threaded calls")
     return "get_num_threads()"
 
 

@@ -572,17 +572,20 @@ def test_explain_threaded_calls_go_to_openmp(dtype):
     where they cannot (a forked child: simulated), to numba on tbb."""
     from fastsoftplus._cy import _ext
     fsp.set_num_threads(2)
-    for n in (_dispatch.PARALLEL_MIN_SIZE, 10 ** 6, 10 ** 8):
+    layer = _dispatch._numba_layer()
+    without = "numba: automatic" if layer == "tbb" else "cython: automatic"  # cython, no threads
+    for n in (_dispatch.PARALLEL_MIN_SIZE, 10 ** 6, 10 ** 7):
         text = fsp.explain(np.zeros(n, dtype))
-        assert text.startswith("cython: automatic") == bool(_ext.openmp), text
-        assert ("OpenMP" in text) == bool(_ext.openmp) and "2 threads" in text
+        if _ext.openmp:
+            assert text.startswith("cython: automatic") and "cython's OpenMP loops" in text, text
+        else:
+            assert text.startswith(without) and "cannot run threads" in text, text
+        assert "2 threads" in text
     assert "OpenMP" not in fsp.explain(np.zeros(_dispatch.PARALLEL_MIN_SIZE - 1, dtype))  # serial
-    _ext._set_serial_only(True)
+    _ext._set_serial_only(True)  # as in a forked child
     try:
         text = fsp.explain(np.zeros(10 ** 6, dtype))
-        layer = _dispatch._numba_layer()
-        assert text.startswith("numba: automatic" if layer == "tbb" else "cython: automatic"), text
-        assert "cannot run threads" in text
+        assert text.startswith(without) and "cannot run threads" in text, text
     finally:
         _ext._set_serial_only(False)
     with fsp.use_backend("numba"):  # a forced backend is not overridden

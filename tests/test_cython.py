@@ -29,6 +29,7 @@ try:
 except ImportError as exc:  # the extension is optional: say why it is skipped
     pytest.skip(f"cython backend unavailable: {exc}", allow_module_level=True)
 
+import fastsoftplus as fsp
 from fastsoftplus._cy import _ext
 from fastsoftplus._reference import evaluate
 
@@ -432,20 +433,23 @@ def test_stall_guard_runs_one_thread_for_its_holdoff(fresh_guard, rng):
     same results, until the holdoff ends; then threads again."""
     x = rng.uniform(-40, 40, BIG)
     want = _run("softplus", (x,), 1.0, 20.0, nthreads=1)
+    fsp.explain(x)  # (its first call loads the backends: not inside the holdoff below)
     lo = _ext.STALL_HOLDOFF_MIN_S
     _stall()  # the first: paid for by the calls before it (none stalled), no holdoff
-    assert fresh_guard()["left_s"] <= 0
+    assert not fresh_guard()["pending"]
     t0 = time.monotonic()
     _stall()  # right after it: unpaid
     g = fresh_guard()
-    assert g["stalls"] == 2 and g["serial_calls"] == 0 and 0 < g["left_s"] <= lo
+    assert g["stalls"] == 2 and g["serial_calls"] == 0 and g["pending"] and g["left_s"] <= lo
+    said = fsp.explain(np.zeros(BIG)) if fsp.get_num_threads() > 1 else "stall guard"
     got = _run("softplus", (x,), 1.0, 20.0, nthreads=2)
     if time.monotonic() - t0 < lo:  # (a descheduled test runner may have outlived the holdoff)
         assert _ext._last_team_size() == 1 and fresh_guard()["serial_calls"] == 1
+        assert "stall guard" in said, said
     _assert_same(got, want, "2 threads asked, 1 in the holdoff")
     time.sleep(max(0.0, fresh_guard()["left_s"]) + 0.01)
     _assert_same(_run("softplus", (x,), 1.0, 20.0, nthreads=2), want, "after the holdoff")
-    assert _ext._last_team_size() == 2  # threads again
+    assert _ext._last_team_size() == 2 and not fresh_guard()["pending"]  # probed: threads again
 
 
 @pytest.mark.skipif(not _ext.openmp, reason="built without OpenMP")
@@ -457,24 +461,26 @@ def test_stall_guard_policy(fresh_guard):
     _ext._guard_note(2.0, 1.5)  # waited long, but less than it computed: a long call
     assert fresh_guard()["stalls"] == 0
     _stall()
-    assert fresh_guard()["stalls"] == 1 and fresh_guard()["left_s"] <= 0  # paid for
+    assert fresh_guard()["stalls"] == 1 and not fresh_guard()["pending"]  # paid for
     want = lo
     for k in range(12):  # unpaid stalls in a row: the holdoff doubles up to its maximum
         _stall()
         g = fresh_guard()
-        assert g["stalls"] == k + 2 and 0 < g["left_s"] <= want
+        assert g["stalls"] == k + 2 and g["pending"] and g["left_s"] <= want
         want = min(2 * want, hi)
         assert g["holdoff_s"] == want
     assert want == hi
-    work = 2.0 ** -10  # a stall waiting 10x this is paid for by 20 calls that computed it (exact)
-    for calls, paid in ((19, False), (20, True)):
+    # a call of a team of nt whose caller computed w saved (nt - 1) * w: a stall that waited
+    # 24 w is paid for by 24 such calls of 2 threads, 8 of 4 threads (exact binary fractions)
+    w = 2.0 ** -10
+    for calls, nt, paid in ((23, 2, False), (24, 2, True), (7, 4, False), (8, 4, True)):
         _ext._guard_reset()
         _stall()  # (paid for: counting starts here)
         for _ in range(calls):
-            _ext._guard_note(work, 1e-5)  # threaded calls that did not stall
-        _ext._guard_note(work, 10 * work)
+            _ext._guard_note(w, 1e-6, nt)  # threaded calls that did not stall
+        _ext._guard_note(w, 24 * w)
         g = fresh_guard()
-        assert g["stalls"] == 2 and (g["left_s"] <= 0) == paid, calls
+        assert g["stalls"] == 2 and g["pending"] != paid, (calls, nt)
         assert g["holdoff_s"] == (lo if paid else 2 * lo)
 
 

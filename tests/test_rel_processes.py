@@ -62,6 +62,8 @@ def _warm_parent_threads() -> None:
     """Call every backend with 2 threads on a large array: their thread pools are now live."""
     fsp.set_num_threads(2)
     x = np.linspace(-40, 40, 4 * _dispatch.PARALLEL_MIN_SIZE)
+    if "cython" in BACKENDS:  # no stall-guard holdoff in force: the OpenMP team does start
+        _dispatch.backend_module("cython")._ext._guard_reset()
     for b in BACKENDS:
         fsp.softplus(x, backend=b)
         fsp.softplus_grad(x[::-1], backend=b)  # strided: the other parallel path

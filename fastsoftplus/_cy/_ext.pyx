@@ -56,8 +56,9 @@ cdef extern from "fsp_loops.h":
     void fsp_set_serial_only(int on)
     int fsp_get_serial_only()
     int fsp_have_openmp()
-    void fsp_guard_note(double work_s, double wait_s)
-    void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s)
+    void fsp_guard_note(double work_s, double wait_s, int nthreads)
+    void fsp_guard_stats(long long *stalls, long long *serial_calls, double *holdoff_s,
+                         double *left_s, int *pending)
     void fsp_guard_reset()
 
 
@@ -323,18 +324,21 @@ def run(str func, tuple arrays, out, double beta, double threshold, nthreads, si
 def stall_guard():
     """The OpenMP stall guard's state (fsp_loops.c): ``stalls`` (threaded calls whose caller waited
     at the closing barrier longer than it computed), ``serial_calls`` (threaded calls run on one
-    thread since, in a holdoff), ``holdoff_s`` (the next stall's holdoff) and ``left_s`` (seconds
-    left of the current one, <= 0 when none). All zero without OpenMP."""
-    cdef long stalls = 0, serial_calls = 0
+    thread since, in a holdoff), ``holdoff_s`` (the next unpaid stall's holdoff), ``left_s``
+    (seconds left of the current holdoff, <= 0 when none) and ``pending`` (a holdoff was set and
+    no call has probed the threads since). All zero without OpenMP."""
+    cdef long long stalls = 0, serial_calls = 0
     cdef double holdoff = 0.0, left = 0.0
-    fsp_guard_stats(&stalls, &serial_calls, &holdoff, &left)
-    return {"stalls": stalls, "serial_calls": serial_calls, "holdoff_s": holdoff, "left_s": left}
+    cdef int pending = 0
+    fsp_guard_stats(&stalls, &serial_calls, &holdoff, &left, &pending)
+    return {"stalls": stalls, "serial_calls": serial_calls, "holdoff_s": holdoff, "left_s": left,
+            "pending": bool(pending)}
 
 
-def _guard_note(double work_s, double wait_s):
+def _guard_note(double work_s, double wait_s, int nthreads=2):
     """Testing hook: record a threaded call as fsp_run does (its caller computed `work_s` seconds,
-    then waited `wait_s` at the team's closing barrier)."""
-    fsp_guard_note(work_s, wait_s)
+    then waited `wait_s` at the closing barrier of a team of `nthreads`)."""
+    fsp_guard_note(work_s, wait_s, nthreads)
 
 
 def _guard_reset():

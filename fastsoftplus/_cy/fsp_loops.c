@@ -181,10 +181,10 @@ int fsp_have_openmp(void)
  * thread, 1e6 6.34 vs 1.88 ms; on the CI machine 13.6-85x the serial time at 32768-262144.
  *
  * So the caller times its own share and its closing wait: a call that waited longer than it
- * computed (and more than FSP_STALL_MIN_S) is a stall. The threaded calls since the previous stall
- * paid for it if they saved more than it lost: each saves about half of its caller's work (2
- * threads run in 0.5-0.6x the serial time), so c calls pay for a wait w when c * work >= 2 * w.
- * A stall they paid for changes nothing (an idle VM here has one every ~0.1-0.25 s, after
+ * computed (and more than FSP_STALL_MIN_S) is a stall, which cost about its wait over a serial
+ * call. The threaded calls since the previous stall paid for it if they saved more: a call whose
+ * caller computed `work` on a team of nt saved about (nt - 1) * work (its team shared the serial
+ * time nt ways; measured 2 threads: 0.5-0.6x the serial time). A stall they paid for changes nothing (an idle VM here has one every ~0.1-0.25 s, after
  * hundreds of calls); one they did not pay for (another process on a core: one every ~30 calls of
  * 1e5 elements) sends the threaded calls of the next holdoff to one thread, the holdoff doubling
  * from FSP_STALL_HOLDOFF_MIN_S to FSP_STALL_HOLDOFF_MAX_S while unpaid stalls follow each other.
@@ -193,26 +193,26 @@ int fsp_have_openmp(void)
  * hints: any interleaving of their reads and writes gives a valid policy.
  */
 #ifdef _OPENMP
-#define FSP_GUARD_NO_STALL_YET (1LL << 40)   /* "threaded calls since the last stall" at the start */
+#define FSP_GUARD_NO_STALL_YET 1e300   /* the savings "since the last stall" at the start */
 static double fsp_guard_until = 0.0;     /* omp_get_wtime() of the holdoff's end; 0: none pending */
 static double fsp_guard_holdoff = FSP_STALL_HOLDOFF_MIN_S;   /* the next unpaid stall's holdoff */
-static long long fsp_guard_calls = FSP_GUARD_NO_STALL_YET;   /* threaded calls since the last stall */
-static long fsp_guard_stalls = 0, fsp_guard_serial = 0;
+static double fsp_guard_saved = FSP_GUARD_NO_STALL_YET;      /* seconds saved since the last stall */
+static long long fsp_guard_stalls = 0, fsp_guard_serial = 0;
 
-static void fsp_guard_note_at(double work, double wait, double now)
+/* one threaded call of a team of nt: the caller computed `work` s, then waited `wait` s */
+static void fsp_guard_note_at(double work, double wait, int nt, double now)
 {
-    double h;
-    long long c;
+    double h, saved;
     if (!(wait > FSP_STALL_MIN_S && wait > work)) {
 #pragma omp atomic update
-        fsp_guard_calls++;
+        fsp_guard_saved += (nt - 1) * work;
         return;
     }
 #pragma omp atomic read
     h = fsp_guard_holdoff;
 #pragma omp atomic read
-    c = fsp_guard_calls;
-    if ((double)c * work >= 2.0 * wait) {  /* paid for: keep the threads */
+    saved = fsp_guard_saved;
+    if (saved >= wait) {  /* paid for: keep the threads */
 #pragma omp atomic write
         fsp_guard_holdoff = FSP_STALL_HOLDOFF_MIN_S;
     } else {
@@ -222,7 +222,7 @@ static void fsp_guard_note_at(double work, double wait, double now)
         fsp_guard_holdoff = 2.0 * h < FSP_STALL_HOLDOFF_MAX_S ? 2.0 * h : FSP_STALL_HOLDOFF_MAX_S;
     }
 #pragma omp atomic write
-    fsp_guard_calls = 0;
+    fsp_guard_saved = 0.0;
 #pragma omp atomic update
     fsp_guard_stalls++;
 }
@@ -237,7 +237,9 @@ static int fsp_guard_holds(double now, int *probe)
     until = fsp_guard_until;
     if (until == 0.0)
         return 0;
-    if (now < until) {
+    /* (a holdoff longer than the longest: the clock went back, as omp_get_wtime may where it is a
+     * wall clock (LLVM's libomp; libgomp's is monotonic): over, not stuck) */
+    if (now < until && until - now <= FSP_STALL_HOLDOFF_MAX_S) {
 #pragma omp atomic update
         fsp_guard_serial++;
         return 1;
@@ -248,12 +250,16 @@ static int fsp_guard_holds(double now, int *probe)
     return 0;
 }
 
-void fsp_guard_note(double work_s, double wait_s) { fsp_guard_note_at(work_s, wait_s, omp_get_wtime()); }
+void fsp_guard_note(double work_s, double wait_s, int nthreads)
+{
+    fsp_guard_note_at(work_s, wait_s, nthreads, omp_get_wtime());
+}
 
-void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s)
+void fsp_guard_stats(long long *stalls, long long *serial_calls, double *holdoff_s, double *left_s,
+                     int *pending)
 {
     double until, h;
-    long st, se;
+    long long st, se;
 #pragma omp atomic read
     st = fsp_guard_stalls;
 #pragma omp atomic read
@@ -266,6 +272,7 @@ void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double
     *serial_calls = se;
     *holdoff_s = h;
     *left_s = until - omp_get_wtime();
+    *pending = until != 0.0;
 }
 
 void fsp_guard_reset(void)
@@ -275,20 +282,27 @@ void fsp_guard_reset(void)
 #pragma omp atomic write
     fsp_guard_holdoff = FSP_STALL_HOLDOFF_MIN_S;
 #pragma omp atomic write
-    fsp_guard_calls = FSP_GUARD_NO_STALL_YET;
+    fsp_guard_saved = FSP_GUARD_NO_STALL_YET;
 #pragma omp atomic write
     fsp_guard_stalls = 0;
 #pragma omp atomic write
     fsp_guard_serial = 0;
 }
 #else
-void fsp_guard_note(double work_s, double wait_s) { (void)work_s; (void)wait_s; }
-void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s)
+void fsp_guard_note(double work_s, double wait_s, int nthreads)
+{
+    (void)work_s;
+    (void)wait_s;
+    (void)nthreads;
+}
+void fsp_guard_stats(long long *stalls, long long *serial_calls, double *holdoff_s, double *left_s,
+                     int *pending)
 {
     *stalls = 0;
     *serial_calls = 0;
     *holdoff_s = 0.0;
     *left_s = 0.0;
+    *pending = 0;
 }
 void fsp_guard_reset(void) {}
 #endif
@@ -346,7 +360,7 @@ static void fsp_run(fsp_range_fn fn, char **args, const npy_intp *steps, npy_int
             {
                 double t_end = omp_get_wtime();
                 if (!probe)
-                    fsp_guard_note_at(t_done - t0, t_end - t_done, t_end);
+                    fsp_guard_note_at(t_done - t0, t_end - t_done, nt, t_end);
             }
             return;
         }

@@ -39,9 +39,10 @@
 
 /* The stall guard of the OpenMP calls (fsp_loops.c, before fsp_run): a threaded call whose caller
  * waited at the team's closing barrier longer than it computed, and longer than FSP_STALL_MIN_S
- * seconds, is a stall (a worker the OS did not run in time); the threaded calls of the next
- * holdoff, FSP_STALL_HOLDOFF_MIN_S doubling up to FSP_STALL_HOLDOFF_MAX_S while the threads do
- * not pay for their stalls, run on one thread. Stalls measured here last 4-8 ms (a scheduler
+ * seconds, is a stall (a worker the OS did not run in time); unless the threaded calls since the
+ * previous stall saved more time than it cost, the threaded calls of the next holdoff,
+ * FSP_STALL_HOLDOFF_MIN_S doubling up to FSP_STALL_HOLDOFF_MAX_S while unpaid stalls follow each
+ * other, run on one thread. Stalls measured here last 4-8 ms (a scheduler
  * time slice); an idle team's closing wait is at most one chunk (<= 1/16 of the call); 2 s
  * between probes keeps the cost of a persistent stall under 0.5%. */
 #ifndef FSP_STALL_MIN_S
@@ -90,11 +91,13 @@ int fsp_get_serial_only(void);
 int fsp_have_openmp(void);
 
 /* The stall guard (see FSP_STALL_MIN_S): fsp_guard_note records one threaded call (the caller's
- * compute time and closing wait, seconds) as fsp_run does; fsp_guard_stats reads the counters
- * (stalls seen, calls run on one thread because of them), the current holdoff and the seconds
- * left of it (<= 0: none). Without OpenMP both do nothing / report zeros. */
-void fsp_guard_note(double work_s, double wait_s);
-void fsp_guard_stats(long *stalls, long *serial_calls, double *holdoff_s, double *left_s);
+ * compute time and closing wait, seconds, its team size) as fsp_run does; fsp_guard_stats reads
+ * the counters (stalls seen, calls run on one thread because of them), the next unpaid stall's
+ * holdoff, the seconds left of the current one (<= 0: none) and whether one is pending (set and
+ * not yet probed). Without OpenMP they do nothing / report zeros. */
+void fsp_guard_note(double work_s, double wait_s, int nthreads);
+void fsp_guard_stats(long long *stalls, long long *serial_calls, double *holdoff_s, double *left_s,
+                     int *pending);
 void fsp_guard_reset(void);
 
 #endif /* FSP_LOOPS_H */
