@@ -110,10 +110,10 @@ NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 # on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the
 # faster OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
 # 2 threads, median of ~1.5 s of calls / the serial time, idle | another process spinning on one
-# of the 2 cores, cython vs numba/tbb): float32 1e5 0.62 vs 0.89 | 0.94 vs 1.13 (before the
-# guard cython 0.54 | 47.8), 1e6 0.54 vs 0.64 | 1.19 vs 1.29 (0.56 | 3.38), 1e7 0.51 vs 0.57 |
-# 0.87 vs 1.09; float64 1e5 0.51 vs 0.74 | 1.01 vs 1.18, 1e6 0.54 vs 0.58 | 0.95 vs 1.07, 1e7
-# 0.48 vs 0.53 | 0.68 vs 0.95. From commit a6cf946 until the stall guard, threaded calls below
+# of the 2 cores, cython vs numba/tbb): float32 1e5 0.54 vs 0.82 | 1.01 vs 1.35 (before the
+# guard cython 0.54 | 47.8), 1e6 0.54 vs 0.69 | 1.00 vs 1.19 (0.56 | 3.38), 1e7 0.51 vs 0.55 |
+# 0.68 vs 0.92; float64 1e5 0.51 vs 0.67 | 0.96 vs 1.11, 1e6 0.44 vs 1.20 | 1.00 vs 1.18, 1e7
+# 0.52 vs 0.65 | 0.74 vs 1.03. From commit a6cf946 until the stall guard, threaded calls below
 # 2**23 float32 / 2**21 float64 elements went to numba/tbb, whose caller never waits for a
 # worker that has not started (before a6cf946: all of them).
 
