@@ -96,10 +96,17 @@ def info() -> dict[str, str]:
         d["note"] = "forked child: computes single-threaded (libgomp is not fork-safe)"
     elif _ext.openmp:
         g = _ext.stall_guard()
-        held = f", one thread for {g['left_s']:.2f} s more" if g["left_s"] > 0 else ""
+        left = holdoff_left()
+        held = f", one thread for {left:.2f} s more" if left > 0 else ""
         d["stall_guard"] = (f"{g['stalls']} stalled threaded calls, {g['serial_calls']} run on one "
                             f"thread after them{held}")
     return d
+
+
+def holdoff_left() -> float:
+    """Seconds for which the stall guard still runs threaded calls on one thread (0.0: none)."""
+    g = _ext.stall_guard()
+    return g["left_s"] if g["pending"] and g["left_s"] > 0 else 0.0
 
 
 def threads_usable() -> bool:

@@ -107,8 +107,8 @@ NUMBA_SERIAL_DTYPES: frozenset[str] = frozenset()
 # process on its core): ~8 ms per call whatever its size. The C loops' stall guard (fsp_loops.c,
 # fsp_run) detects such a call (the caller waited longer than it computed) and, unless the
 # threaded calls since the previous stall saved more than it cost, runs the next threaded calls
-# on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the
-# faster OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
+# on one thread for a holdoff (50 ms, doubling to 2 s while stalls repeat), so the faster
+# OpenMP loops serve every size. Measured (``python benchmarks/contention.py``: softplus,
 # 2 threads, median of ~1.5 s of calls / the serial time, idle | another process spinning on one
 # of the 2 cores, cython vs numba/tbb): float32 1e5 0.54 vs 0.82 | 1.01 vs 1.35 (before the
 # guard cython 0.54 | 47.8), 1e6 0.54 vs 0.69 | 1.00 vs 1.19 (0.56 | 3.38), 1e7 0.51 vs 0.55 |
@@ -341,8 +341,10 @@ _R_SERIAL = (f"automatic: serial call, n >= NUMBA_MIN_SIZE={NUMBA_MIN_SIZE}, dty
 _R_SERIAL_C = "automatic: serial {} call (numba's loops are no faster there: NUMBA_SERIAL_DTYPES)"
 _R_OPENMP = ("automatic: threaded call, cython's OpenMP loops (faster than numba/tbb at every "
              "size; their stall guard runs one thread while other processes hold the cores)")
-_R_TBB = "automatic: threaded call, cython cannot run threads here (no OpenMP or a forked child): numba on tbb"
-_R_NOT_TBB = "automatic: threaded call, cython cannot run threads here and numba's threading layer is {}, not tbb"
+_R_TBB = ("automatic: threaded call, cython cannot run threads here (no OpenMP or a forked "
+          "child): numba on tbb")
+_R_NOT_TBB = ("automatic: threaded call, cython cannot run threads here and numba's threading "
+              "layer is {}, not tbb")
 
 
 def _auto(func: str, dtype, size: int, contiguous: bool, threaded: bool) -> tuple[str, str]:
@@ -468,12 +470,12 @@ def threads_rule(size: int, name: str | None = None, dtype=None) -> str:
     if name is not None and dtype is not None and size < parallel_min_size(name, np.dtype(dtype)):
         return (f"size {size} < NUMBA_WORKQUEUE_MIN_SIZE={parallel_min_size(name, np.dtype(dtype))}: "
                 f"numba's workqueue threads lose below it")
-    guard = getattr(getattr(_modules.get("cython"), "_ext", None), "stall_guard", None)
-    if name == "cython" and guard is not None and get_num_threads() > 1:
-        g = guard()
-        if g["pending"] and g["left_s"] > 0:
-            return (f"get_num_threads(); but one thread for {g['left_s']:.2f} s more: the stall "
-                    f"guard's holdoff after {g['stalls']} stalled threaded calls")
+    holdoff_left = getattr(_modules.get("cython"), "holdoff_left", None)
+    if name == "cython" and holdoff_left is not None and get_num_threads() > 1:
+        left = holdoff_left()
+        if left > 0:
+            return (f"get_num_threads(); but one thread for {left:.2f} s more: the stall guard's "
+                    f"holdoff after stalled threaded calls")
     return "get_num_threads()"
 
 

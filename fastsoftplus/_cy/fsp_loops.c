@@ -184,10 +184,11 @@ int fsp_have_openmp(void)
  * computed (and more than FSP_STALL_MIN_S) is a stall, which cost about its wait over a serial
  * call. The threaded calls since the previous stall paid for it if they saved more: a call whose
  * caller computed `work` on a team of nt saved about (nt - 1) * work (its team shared the serial
- * time nt ways; measured 2 threads: 0.5-0.6x the serial time). A stall they paid for changes nothing (an idle VM here has one every ~0.1-0.25 s, after
- * hundreds of calls); one they did not pay for (another process on a core: one every ~30 calls of
- * 1e5 elements) sends the threaded calls of the next holdoff to one thread, the holdoff doubling
- * from FSP_STALL_HOLDOFF_MIN_S to FSP_STALL_HOLDOFF_MAX_S while unpaid stalls follow each other.
+ * time nt ways; measured 2 threads: 0.5-0.6x the serial time). A stall they paid for changes
+ * nothing (an idle VM here has one every ~0.1-0.25 s, after hundreds of calls); one they did not
+ * pay for (another process on a core: one every ~30 calls of 1e5 elements) sends the threaded
+ * calls of the next holdoff to one thread, the holdoff doubling from FSP_STALL_HOLDOFF_MIN_S to
+ * FSP_STALL_HOLDOFF_MAX_S while unpaid stalls follow each other.
  * The first threaded call after a holdoff wakes workers that went to sleep meanwhile, which here
  * takes 0.2-4 ms one time in four: its wait is forgiven. The values shared by Python threads are
  * hints: any interleaving of their reads and writes gives a valid policy.

@@ -42,9 +42,9 @@
  * seconds, is a stall (a worker the OS did not run in time); unless the threaded calls since the
  * previous stall saved more time than it cost, the threaded calls of the next holdoff,
  * FSP_STALL_HOLDOFF_MIN_S doubling up to FSP_STALL_HOLDOFF_MAX_S while unpaid stalls follow each
- * other, run on one thread. Stalls measured here last 4-8 ms (a scheduler
- * time slice); an idle team's closing wait is at most one chunk (<= 1/16 of the call); 2 s
- * between probes keeps the cost of a persistent stall under 0.5%. */
+ * other, run on one thread. Stalls measured here last 4-8 ms (a scheduler time slice); an idle
+ * team's closing wait is at most one chunk (<= 1/16 of the call); 2 s between probes keeps the
+ * cost of a persistent stall under 0.5%. */
 #ifndef FSP_STALL_MIN_S
 #define FSP_STALL_MIN_S 250e-6
 #endif
