@@ -37,6 +37,7 @@ def njit(*, inline):
 _INF = math.inf
 _LN2 = LN2_HI + LN2_LO
 _SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
+_ONE_BITS = int(np.float64(1.0).view(np.int64))
 _SCALE_UP = 2.0 ** SCALE_UP_EXP
 
 
@@ -382,6 +383,37 @@ def _sigmoid_lite(z):
     return (1.0 if z >= 0.0 else t) / (1.0 + t)
 
 
+@njit(inline="always")
+def _log_expm1_lite(z):
+    """log(expm1(z)) in double to ~2**-31 relative, for 0 < z < IDENTITY_ABOVE, z >= 2**-298.
+
+    expm1(z) = (2**k - 1) + 2**k * p kept as hi + lo (exact), so next to the root z = ln2 the log
+    sees f = 2p itself, not 1 + 2p rounded (the C kernel's comment has the error budget)."""
+    kd_s = fma(z, INV_LN2, ROUND_SHIFT)
+    kd = kd_s - ROUND_SHIFT
+    r = fma(-kd, LN2_LO, fma(-kd, LN2_HI, z))
+    p = fma(r * r, _horner(r, EXP_C32), r)
+    sc = _as_f64(_ONE_BITS + (_as_i64(kd_s) << 52))
+    e_hi, e_lo = _fast_two_sum(sc - 1.0, sc * p)
+    eb = ((_as_i64(e_hi * SQRT2) >> 52) & 0x7FF) - 1023  # e_hi * 2**-eb in [1/sqrt2, sqrt2)
+    sm = _as_f64((1023 - eb) << 52)
+    f = (e_hi * sm - 1.0) + e_lo * sm  # e_hi*sm - 1 exact (Sterbenz)
+    s = f / (2.0 + f)
+    u = s * s
+    m = _as_f64(eb + _SHIFT_BITS) - ROUND_SHIFT  # int -> double
+    return fma(m, _LN2, fma(2.0 * s * u, _horner(u, LOG_C32), 2.0 * s))
+
+
+@njit(inline="always")
+def _inverse_lite(z):
+    """log(expm1(z)) for a non-NaN z = beta*y of float32: z past IDENTITY_ABOVE, NaN for z <= 0."""
+    valid = z > 0.0
+    w = z if z < IDENTITY_ABOVE else 1.0
+    res = _log_expm1_lite(w if valid else 1.0)
+    res = z if z >= IDENTITY_ABOVE else res
+    return res if valid else math.nan
+
+
 # float32: the product of two floats is exact in double, so zd is beta*x exactly; the threshold is
 # still decided on the float32 product, as torch does.
 
@@ -417,7 +449,7 @@ def backward_f32(g, x, beta, threshold):
 def inverse_f32(y, beta, threshold):
     b = np.float64(beta)
     zd = _quiet(np.float64(y) * b)
-    res = np.float32(_inverse_dd(zd, zd, 1.0) / b)  # zd is exact: y*beta underflows in no float32
+    res = np.float32(_inverse_lite(zd) / b)
     res = y if zd >= IDENTITY_ABOVE else res
     res = y if _quiet(y * beta) > threshold else res
     return y if y != y else res

@@ -1,9 +1,10 @@
 """Accuracy of every compiled backend in ULPs, against references that share no code with them.
 
 * float32: every one of the 2**32 bit patterns, for softplus and softplus_grad (the issue's
-  exhaustive bound). The reference is the textbook stable formula evaluated by NumPy in float64,
-  whose error (~2**-51 relative) is far below the float32 ulp, so the measured error is exact to
-  ~2**-28 ulp. Chunks are split over two threads (NumPy releases the GIL).
+  exhaustive bound) and softplus_inverse. The reference is the textbook stable formula evaluated
+  by NumPy in float64, whose error (~2**-51 relative) is far below the float32 ulp, so the measured
+  error is exact to ~2**-28 ulp; log(expm1(z)) within 2**-12 of its root ln2, where float64
+  cancels, comes from mpmath. Chunks are split over two threads (NumPy releases the GIL).
 * float64: >= 1e7 random and edge samples against np.longdouble (x87 80-bit, 2**-64 relative),
   and mpmath where long double itself cancels (the inverse next to its root z = ln2).
 
@@ -44,11 +45,27 @@ def ulp_error(got: np.ndarray, ref: np.ndarray, dtype) -> np.ndarray:
     return err
 
 
+#: Within this of ln2, log(expm1(z)) is too close to 0 for float64 (its absolute error ~2**-53 is
+#: > 2**-42 relative there): those few z are computed by mpmath instead.
+INVERSE_ROOT_BAND = 2.0**-12
+
+
+def _log_expm1_mpmath(z: np.ndarray) -> np.ndarray:
+    mp = pytest.importorskip("mpmath")
+    with mp.workprec(120):
+        return np.array([float(mp.log(mp.expm1(mp.mpf(float(v))))) for v in z])
+
+
 def ref_f64_formula(func: str, z: np.ndarray) -> np.ndarray:
-    """softplus / sigmoid of a float64 z by the stable textbook formulas (no threshold)."""
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+    """softplus / sigmoid / log(expm1) of a float64 z by the textbook formulas (no threshold)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         if func == "softplus":
             return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+        if func == "softplus_inverse":  # z > 0 (NaN below)
+            y = np.log(np.expm1(z))
+            near = np.abs(z - math.log(2)) < INVERSE_ROOT_BAND
+            y[near] = _log_expm1_mpmath(z[near])
+            return y
         t = np.exp(-np.abs(z))
         return np.where(z >= 0, 1.0 / (1.0 + t), t / (1.0 + t))
 
@@ -59,13 +76,13 @@ def ref_f32(func: str, x: np.ndarray, beta: float = 1.0, threshold: float = 20.0
     with np.errstate(over="ignore"):
         cut = (x * b) > np.float32(threshold)
     y = ref_f64_formula(func, x.astype(np.float64) * np.float64(b))
-    if func == "softplus":
+    if func in ("softplus", "softplus_inverse"):
         y = y / np.float64(b)
         return np.where(cut, x.astype(np.float64), y)
     return np.where(cut, 1.0, y)
 
 
-CHUNK = 1 << 24
+CHUNK = 1 << 20
 LN2_F32 = np.float32(math.log(2))
 
 
@@ -73,12 +90,23 @@ def _f32_range(lo: int, hi: int) -> np.ndarray:
     return np.arange(lo, hi, dtype=np.uint32).view(np.float32)
 
 
+def _interesting(func: str, x: np.ndarray) -> np.ndarray:
+    """The inputs checked against the reference; the others have an exact expected result."""
+    if func == "softplus_inverse":
+        return (x > 0) & (x <= 20)
+    return (np.abs(x) >= 2.0**-25) & (x <= 20) & (x > -105)
+
+
 def _trivial_expected(func: str, x: np.ndarray) -> np.ndarray:
     """Exact results where no reference is needed (threshold 20, beta 1): NaN -> NaN; x > 20 -> x
     (grad 1); x <= -105 -> 0 (exp(-104) < 2**-150, half the smallest subnormal, so the result
     rounds to 0); |x| < 2**-25 -> float32(ln2) / 0.5 (the x/2 or x/4 term is below half an ulp,
-    and float32(ln2) is 1.9e-9 from ln2, far from a tie)."""
+    and float32(ln2) is 1.9e-9 from ln2, far from a tie). The inverse: NaN for y <= 0 (-0.0 and
+    -inf included), y for y > 20."""
     y = np.full(x.shape, np.nan, np.float32)
+    if func == "softplus_inverse":
+        y[x > 20] = x[x > 20]
+        return y
     big, neg, tiny = x > 20, x <= -105, np.abs(x) < 2.0**-25
     y[big] = x[big] if func == "softplus" else 1.0
     y[neg] = 0.0
@@ -89,7 +117,7 @@ def _trivial_expected(func: str, x: np.ndarray) -> np.ndarray:
 def _check_f32_chunk(lo: int, hi: int, func: str) -> dict[str, tuple[float, int, float]]:
     """Max ulp error of each backend over the bit patterns [lo, hi)."""
     x = _f32_range(lo, hi)
-    interesting = (np.abs(x) >= 2.0**-25) & (x <= 20) & (x > -105)
+    interesting = _interesting(func, x)
     xi = x[interesting]
     ref = ref_f32(func, xi)
     trivial = _trivial_expected(func, x[~interesting])
@@ -106,10 +134,11 @@ def _check_f32_chunk(lo: int, hi: int, func: str) -> dict[str, tuple[float, int,
 
 
 @pytest.mark.exhaustive
-@pytest.mark.parametrize("func", ["softplus", "softplus_grad"])
+@pytest.mark.parametrize("func", ["softplus", "softplus_grad", "softplus_inverse"])
 def test_float32_exhaustive(func):
-    """All 2**32 inputs: ~13% of them (|x| in [2**-25, 128)) against the float64 reference,
-    the rest against their exact result (see _trivial_expected)."""
+    """All 2**32 inputs: those of _interesting (~13% of them for softplus and grad, |x| in
+    [2**-25, 128); ~26% for the inverse, y in (0, 20]) against the float64 reference, the rest
+    against their exact result (see _trivial_expected)."""
     worst: dict[str, tuple[float, int, float]] = {b: (0.0, 0, 0.0) for b in COMPILED}
     ranges = [(a, min(a + CHUNK, 1 << 32)) for a in range(0, 1 << 32, CHUNK)]
     with cf.ThreadPoolExecutor(2) as pool:
@@ -177,6 +206,44 @@ def test_beta_threshold(func, beta, threshold):
         assert not np.isnan(e64).any() and not np.isnan(e32).any(), backend
         assert e64.max() <= bound, f"{backend} f64: {e64.max():.3f} ulp at {x64[e64.argmax()]!r}"
         assert e32.max() <= bound, f"{backend} f32: {e32.max():.3f} ulp at {x32[e32.argmax()]!r}"
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 10.0])
+@pytest.mark.parametrize("threshold", [20.0, 1.0, None])
+def test_inverse_float32_beta_threshold(beta, threshold):
+    """The float32 inverse for other betas and thresholds: beta*y is exact in float64 and the
+    result rounds once to float32, so 1 ulp holds for every beta. 1e6 y log-spread over
+    [3e-44, 60], plus the 4001 float32 around the root ln2/beta."""
+    thr = math.inf if threshold is None else threshold
+    y = np.exp(np.random.default_rng(3).uniform(-100, 4.1, 10**6)).astype(np.float32)
+    root = np.array([math.log(2) / beta], np.float32).view(np.int32)[0]
+    near = (root + np.arange(-2000, 2001, dtype=np.int32)).view(np.float32)
+    y = np.concatenate([y, near])
+    ref = ref_f32("softplus_inverse", y, beta, thr)
+    for backend in COMPILED:
+        err = ulp_error(fsp.softplus_inverse(y, beta, threshold, backend=backend), ref, np.float32)
+        assert not np.isnan(err).any(), backend
+        assert err.max() <= 1.0, f"{backend}: {err.max():.3f} ulp at y={y[err.argmax()]!r}"
+
+
+def test_inverse_float32_products_next_to_root():
+    """float32 y and beta whose exact product lies within 1e-12 of ln2 (the 50 closest of 2e6
+    random pairs): expm1(beta*y) is 1 + 2p with 2p ~ 1e-13, so the inverse must keep 2p apart
+    from the 1 (a plain double sum would lose 2**-9 of the result: thousands of ulps)."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(4)
+    beta = rng.uniform(0.25, 4, 2 * 10**6).astype(np.float32)
+    y = (math.log(2) / beta.astype(np.float64)).astype(np.float32)
+    with mp.workprec(200):
+        ln2 = mp.log(2)
+        dist = np.abs(y.astype(np.float64) * beta - float(ln2))  # ranks only: exact enough
+        pick = np.argsort(dist)[:50]
+        for backend in COMPILED:
+            for yv, bv in zip(y[pick], beta[pick]):
+                got = fsp.softplus_inverse(np.array([yv]), float(bv), None, backend=backend)[0]
+                exact = mp.log(mp.expm1(mp.mpf(float(yv)) * mp.mpf(float(bv)))) / mp.mpf(float(bv))
+                err = abs(mp.mpf(float(got)) - exact) / float(np.spacing(np.float32(abs(float(exact)))))
+                assert err <= 1.0, f"{backend}: inverse({yv!r}, beta={bv!r}) = {got!r}, exact {float(exact)!r}"
 
 
 def test_inverse_near_root_and_tiny():

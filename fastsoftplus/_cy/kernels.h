@@ -340,6 +340,40 @@ static inline double FSP_K(fsp_sigmoid_lite)(double z) {
     return (z >= 0.0 ? 1.0 : t) / (1.0 + t);
 }
 
+/* log(expm1(z)) in double to ~2**-31 relative, for 0 < z < IDENTITY_ABOVE with z >= 2**-298 (a
+ * product of two positive float32, so normal).  expm1(z) = (2**k - 1) + 2**k * p is kept as hi + lo
+ * (one fast two-sum: |2**k - 1| >= |2**k * p| for k >= 1, exact for k == 0), so next to the root
+ * z = ln2 (k = 1, expm1 = 1 + 2p) the log sees f = 2p itself rather than 1 + 2p rounded; r needs no
+ * extra reduction there: the float32 next to ln2 is 1.9e-9 away, r's error is ~1e-31 absolute.
+ * Then log(hi + lo) = m*ln2 + 2*atanh(f/(2 + f)) as in the double-double log, with short series. */
+static inline double FSP_K(fsp_log_expm1_lite)(double z) {
+    double kd_s = FSP_FMA(z, FSP_INV_LN2, FSP_ROUND_SHIFT);
+    double kd = kd_s - FSP_ROUND_SHIFT;
+    double r = FSP_FMA(-kd, FSP_LN2_LO, FSP_FMA(-kd, FSP_LN2_HI, z));
+    double p = FSP_FMA(r * r, FSP_K(fsp_horner)(r, fsp_exp_c32, FSP_LEN(fsp_exp_c32)), r);
+    double sc = FSP_K(fsp_as_f64)((int64_t)((uint64_t)FSP_K(fsp_as_i64)(1.0) + ((uint64_t)FSP_K(fsp_as_i64)(kd_s) << 52)));
+    double e_hi, e_lo;
+    FSP_K(fsp_fast_two_sum)(sc - 1.0, sc * p, &e_hi, &e_lo);
+    int64_t eb = ((FSP_K(fsp_as_i64)(e_hi * FSP_SQRT2) >> 52) & 0x7FF) - 1023; /* e_hi*2**-eb in [1/sqrt2, sqrt2) */
+    double sm = FSP_K(fsp_as_f64)((1023 - eb) << 52);
+    double f = (e_hi * sm - 1.0) + e_lo * sm; /* e_hi*sm - 1 exact (Sterbenz) */
+    double s = f / (2.0 + f);
+    double u = s * s;
+    double m = FSP_K(fsp_as_f64)(eb + FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT)) - FSP_ROUND_SHIFT; /* int -> double */
+    return FSP_FMA(m, FSP_LN2_HI + FSP_LN2_LO,
+                   FSP_FMA(2.0 * s * u, FSP_K(fsp_horner)(u, fsp_log_c32, FSP_LEN(fsp_log_c32)), 2.0 * s));
+}
+
+/* log(expm1(z)) for a non-NaN z = beta*y of float32 (exact in double): z past IDENTITY_ABOVE
+ * itself, NaN for z <= 0. */
+static inline double FSP_K(fsp_inverse_lite)(double z) {
+    int valid = z > 0.0;
+    double w = z < FSP_IDENTITY_ABOVE ? z : 1.0; /* separate selects: GCC 12 vectorizes these */
+    double res = FSP_K(fsp_log_expm1_lite)(valid ? w : 1.0);
+    res = z >= FSP_IDENTITY_ABOVE ? z : res;
+    return valid ? res : __builtin_nan("");
+}
+
 /* float32: the product of two floats is exact in double, so zd is beta*x exactly; the threshold
  * is still decided on the float32 product, as torch does. */
 
@@ -368,7 +402,7 @@ static inline float FSP_K(fsp_backward_f32)(float g, float x, float beta, float 
 
 static inline float FSP_K(fsp_inverse_f32)(float y, float beta, float thr) {
     double b = (double)beta, zd = FSP_K(fsp_quiet)((double)y * b);
-    float res = (float)(FSP_K(fsp_inverse_dd)(zd, zd, 1.0) / b); /* zd is exact: y*beta underflows in no float32 */
+    float res = (float)(FSP_K(fsp_inverse_lite)(zd) / b);
     res = zd >= FSP_IDENTITY_ABOVE ? y : res;
     res = FSP_K(fsp_quiet)((double)(y * beta)) > thr ? y : res;
     return y != y ? y : res;
