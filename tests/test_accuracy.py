@@ -8,7 +8,7 @@
 * float64: >= 1e7 random and edge samples against np.longdouble (x87 80-bit, 2**-64 relative),
   and mpmath where long double itself cancels (the inverse next to its root z = ln2).
 
-The bound is 1.0 ulp (measured: float64 0.75; float32 0.50 through float64, 0.82 for the
+The bound is 1.0 ulp (measured: float64 0.75; float32 0.50-0.52 through float64, 0.82 for the
 float32-native beta == 1 kernels, whose worst cases are subnormal results); for a beta that is not a power of two,
 beta*x and the final division by beta each round once more, so 2 ulp is allowed there.
 """
