@@ -1,0 +1,157 @@
+"""Floors under the speed goals: how fast any kernel of a given shape can be on this machine.
+
+For each goal of issue 5 (ratio to ``np.maximum(x, 0, out=y)`` on one thread, timed alternately
+in this process, median of rounds), three figures beside fastsoftplus's own:
+
+- ``copy``: y = x (backward: y = g + x, its two inputs) on the goal's threads (numba, blocks of
+  16384 elements per thread): the memory traffic alone, with no arithmetic;
+- ``toy``: the cheapest shape a float32 softplus can take -- exp by a cubic after the usual
+  reduction, log1p by a quartic, ``max(x, 0) +`` that, about 20 vector operations per vector of
+  elements and a relative error near 1e-3 (not a usable softplus: it shows the budget);
+- ``toy_min``: exp's reduction and one linear term only (~12 operations).
+
+A goal below ``copy`` is out of reach for any elementwise kernel; a goal near ``toy`` leaves a
+1-ulp kernel (the float32 one runs ~80 vector operations per vector: _cy/kernels.h) the time of
+some 20 operations. Usage::
+
+    python benchmarks/floors.py               # every goal, 7 rounds
+    python benchmarks/floors.py --rounds 3
+
+Not a pytest file: the figures are what it prints, not pass/fail.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numba
+import numpy as np
+from numba import prange
+
+import fastsoftplus as fsp
+from fastsoftplus import _threads
+from fastsoftplus._nbkernels import _pow2f, fma, wide_vectors
+
+F = np.float32
+_LOG2E, _LN2, _SHIFT = F(1.4426950408889634), F(0.6931471805599453), F(12582912.0)  # 1.5 * 2**23
+BLOCK = 16384
+
+#: (label, func, dtype, n, threads: 0 = all cores, goal) -- issue 5's goals, as in report.py
+GOALS = [
+    ("f32 1e7 all cores", "softplus", "float32", 10**7, 0, 0.55),
+    ("f32 1e5 all cores", "softplus", "float32", 10**5, 0, 1.0),
+    ("f32 1e5 1 thread", "softplus", "float32", 10**5, 1, 1.2),
+    ("f32 1e6 1 thread", "softplus", "float32", 10**6, 1, 1.2),
+    ("f64 1e7 all cores", "softplus", "float64", 10**7, 0, 1.2),
+    ("grad f32 1e7 all cores", "softplus_grad", "float32", 10**7, 0, 0.6),
+    ("backward f32 1e7 all cores", "softplus_backward", "float32", 10**7, 0, 0.75),
+]
+
+
+@numba.njit(nogil=True)
+def _copy(x, y):
+    for i in range(x.shape[0]):
+        y[i] = x[i]
+
+
+@numba.njit(nogil=True)
+def _add(g, x, y):
+    for i in range(x.shape[0]):
+        y[i] = g[i] + x[i]
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _toy(x, y):
+    wide_vectors()
+    for i in range(x.shape[0]):
+        v = x[i]
+        a = -abs(v)
+        a = a if a > F(-87) else F(-87)
+        kf = fma(a, _LOG2E, _SHIFT) - _SHIFT
+        r = fma(kf, -_LN2, a)
+        e = fma(fma(fma(r, F(1 / 6), F(0.5)), r, F(1)), r, F(1)) * _pow2f(kf)
+        l1p = e * fma(fma(fma(e, F(-0.2), F(0.33)), e, F(-0.5)), e, F(1))
+        y[i] = (v if v > 0 else F(0)) + l1p
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _toy_min(x, y):
+    wide_vectors()
+    for i in range(x.shape[0]):
+        v = x[i]
+        a = -abs(v)
+        kf = fma(a, _LOG2E, _SHIFT) - _SHIFT
+        e = fma(fma(kf, -_LN2, a), F(0.5), F(1)) * _pow2f(kf)
+        y[i] = (v if v > 0 else F(0)) + e
+
+
+@numba.njit(parallel=True, nogil=True)
+def _par_unary(kernel, x, y):  # kernel: one of the serial loops above (numba specializes on it)
+    n = x.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
+        kernel(x[lo:hi], y[lo:hi])
+
+
+@numba.njit(parallel=True, nogil=True)
+def _par_add(g, x, y):
+    n = x.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
+        _add(g[lo:hi], x[lo:hi], y[lo:hi])
+
+
+def _median_s(f, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def measure(func: str, dtype: str, n: int, threads: int, rounds: int) -> dict[str, float]:
+    """Ratios to ReLU (one thread) of copy, toy, toy_min and fastsoftplus for one goal."""
+    nthreads = threads or _threads.usable_cores()
+    numba.set_num_threads(nthreads)
+    fsp.set_num_threads(nthreads)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(n) * 5).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    y = np.empty_like(x)
+    par = nthreads > 1
+    runs = {"relu": lambda: np.maximum(x, 0, out=y)}
+    if func == "softplus_backward":
+        runs["copy"] = (lambda: _par_add(g, x, y)) if par else (lambda: _add(g, x, y))
+        runs["fastsoftplus"] = lambda: fsp.softplus_backward(g, x, out=y)
+    else:
+        runs["copy"] = (lambda: _par_unary(_copy, x, y)) if par else (lambda: _copy(x, y))
+        runs["fastsoftplus"] = lambda: getattr(fsp, func)(x, out=y)
+    if dtype == "float32" and func == "softplus":
+        runs["toy"] = (lambda: _par_unary(_toy, x, y)) if par else (lambda: _toy(x, y))
+        runs["toy_min"] = (lambda: _par_unary(_toy_min, x, y)) if par else (lambda: _toy_min(x, y))
+    for f in runs.values():
+        f()  # compile, warm up
+    reps = max(3, min(60, int(3e7 / n)))
+    ratios: dict[str, list[float]] = {k: [] for k in runs if k != "relu"}
+    for _ in range(rounds):
+        for k in ratios:
+            ratios[k].append(_median_s(runs[k], reps) / _median_s(runs["relu"], reps))
+    return {k: float(np.median(v)) for k, v in ratios.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    a = p.parse_args(argv)
+    print(f"{'goal':28s} {'bound':>6s} {'copy':>6s} {'toy':>6s} {'toy_min':>8s} {'fastsoftplus':>13s}")
+    for label, func, dtype, n, threads, goal in GOALS:
+        r = measure(func, dtype, n, threads, a.rounds)
+        cell = lambda k, w: f"{r[k]:{w}.2f}" if k in r else f"{'-':>{w}s}"  # noqa: E731
+        print(f"{label:28s} {goal:6.2f} {cell('copy', 6)} {cell('toy', 6)} {cell('toy_min', 8)} "
+              f"{cell('fastsoftplus', 13)}", flush=True)
+    print("ratios to np.maximum(x, 0, out=y) on one thread, same process; lower is faster")
+
+
+if __name__ == "__main__":
+    main()
