@@ -37,7 +37,6 @@ def njit(*, inline):
 _INF = math.inf
 _LN2 = LN2_HI + LN2_LO
 _SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
-_ONE_BITS = int(np.float64(1.0).view(np.int64))
 _SCALE_UP = 2.0 ** SCALE_UP_EXP
 
 
@@ -353,17 +352,28 @@ def inverse_f64(y, beta, threshold):
 
 
 @njit(inline="always")
-def _exp_lite(a):
-    """exp(a) for a <= 0 in double, relative error < 2**-31 (enough for a float32 result).
-
-    a is clamped at EXP_LITE_ARG_MIN, where exp is far below any float32, so 2**k stays normal and
-    is applied by adding k to the exponent bits (k << 52 is the low bits of kd_s shifted up)."""
-    a = a if a > EXP_LITE_ARG_MIN else EXP_LITE_ARG_MIN
+def _expm1_reduced(a):
+    """exp(a) = 2**k * (1 + p): (kd_s, p), p = expm1(r), r = a - k*ln2, to 2**-31 relative (enough
+    for a float32 result), kd_s = k + ROUND_SHIFT, whose low bits are k."""
     kd_s = fma(a, INV_LN2, ROUND_SHIFT)
     kd = kd_s - ROUND_SHIFT
     r = fma(-kd, LN2_LO, fma(-kd, LN2_HI, a))
-    v = 1.0 + fma(r * r, _horner(r, EXP_C32), r)
+    return kd_s, fma(r * r, _horner(r, EXP_C32), r)
+
+
+@njit(inline="always")
+def _mul_pow2k(v, kd_s):
+    """v * 2**k for the k that kd_s carries, by adding k to v's exponent bits (k << 52 is the low
+    bits of kd_s shifted up); v and the result must be normal."""
     return _as_f64(_as_i64(v) + (_as_i64(kd_s) << 52))
+
+
+@njit(inline="always")
+def _exp_lite(a):
+    """exp(a) for a <= 0 in double, relative error < 2**-31. a is clamped at EXP_LITE_ARG_MIN,
+    where exp is far below any float32, so 2**k stays normal."""
+    kd_s, p = _expm1_reduced(a if a > EXP_LITE_ARG_MIN else EXP_LITE_ARG_MIN)
+    return _mul_pow2k(1.0 + p, kd_s)
 
 
 @njit(inline="always")
@@ -389,11 +399,8 @@ def _log_expm1_lite(z):
 
     expm1(z) = (2**k - 1) + 2**k * p kept as hi + lo (exact), so next to the root z = ln2 the log
     sees f = 2p itself, not 1 + 2p rounded (the C kernel's comment has the error budget)."""
-    kd_s = fma(z, INV_LN2, ROUND_SHIFT)
-    kd = kd_s - ROUND_SHIFT
-    r = fma(-kd, LN2_LO, fma(-kd, LN2_HI, z))
-    p = fma(r * r, _horner(r, EXP_C32), r)
-    sc = _as_f64(_ONE_BITS + (_as_i64(kd_s) << 52))
+    kd_s, p = _expm1_reduced(z)
+    sc = _mul_pow2k(1.0, kd_s)
     e_hi, e_lo = _fast_two_sum(sc - 1.0, sc * p)
     eb = ((_as_i64(e_hi * SQRT2) >> 52) & 0x7FF) - 1023  # e_hi * 2**-eb in [1/sqrt2, sqrt2)
     sm = _as_f64((1023 - eb) << 52)
