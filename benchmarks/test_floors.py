@@ -26,6 +26,6 @@ def test_copy_loops_copy():
 def test_measure_runs():
     for func, dtype in (("softplus", "float32"), ("softplus_backward", "float32"),
                         ("softplus_grad", "float64")):
-        r = floors.measure(func, dtype, 50_000, 0, rounds=1)
+        r = floors.measure(func, dtype, 50_000, "all", rounds=1)
         expected = {"copy", "fastsoftplus"} | ({"toy", "toy_min"} if func == "softplus" else set())
         assert set(r) == expected and all(v > 0 for v in r.values()), (func, r)
