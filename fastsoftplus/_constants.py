@@ -12,6 +12,8 @@ The algorithm (both backends, both precisions) is the stable softplus
   double-double so ``expm1`` and ``1 + exp`` lose nothing to cancellation.
 * ``log(1 + f) = m*ln2 + 2*atanh(s)``, ``s = f / (2 + f)``, ``|s| <= 3 - 2*sqrt(2) = 0.1716``, the
   leading ``2*s`` as a double-double and the tail ``2*s**3 * Q(s**2)`` in double.
+* float64 softplus itself skips both: ``log1p(exp(a))`` comes from a table at ``a_j = -j/16`` and
+  two short series in ``d = a - a_j`` (the SP_ section below), ~35% less time for the same accuracy.
 
 The polynomials are plain Taylor series (coefficients 1/n! and 1/(2j+1), exact to the last bit in
 double), truncated where the next term falls below the stated error on the reduced range. float32
@@ -83,6 +85,52 @@ LOG_C32 = LOG_C[:5]
 #: such vector instruction (softplus float64 at x in [-60, -40] measured 2.2x slower). Below it
 #: the series moves by < 2**-66 relative, in a tail that is itself < 2**-64 of the result.
 LOG_U_MIN = float.fromhex("0x1p-64")
+
+
+# ---- float64 softplus by table (both backends) ---------------------------------------------------
+# L(a) = log1p(exp(a)) for a = -|z| <= 0 from a table at a_j = -j/SP_TAB_SCALE:
+#     L(a_j + d) = L(a_j) + log1p(sigmoid(a_j) * expm1(d)),    |d| <= 1/(2*SP_TAB_SCALE),
+# since 1 + e**(a_j + d) = (1 + e**a_j) * (1 + sigmoid(a_j) * (e**d - 1)). L(a_j) is a double-double
+# (SP_L_HI + SP_L_LO), so two short series and one gather replace the double-double exp, the
+# division and the double-double log of the general path: softplus float64 ~35% faster (one core).
+# Below a = -SP_TAB_SHIFT, a = k*ln2 + a' with a' within ln2/2 of -SP_TAB_SHIFT and
+# L(a) = 2**k * L(a') to 2**-65 relative (L(a') = t'(1 - t'/2 ...), t' = e**a' < 2**-64).
+# Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.1 ulp.
+#: Table step 1/16: |d| <= 1/32, so each series needs 7 terms; 1/32 saves one FMA each for a table
+#: twice the size (35 KB, most of L1).
+SP_TAB_SCALE = 16
+#: a < -45 is reduced by k*ln2 into a' in [-45 - ln2/2, -45 + ln2/2]: j <= 726 (one spare entry).
+SP_TAB_SHIFT = 45.0
+SP_TAB_LEN = 728
+#: expm1(d) = d + d**2 * (SP_EXPM1_C[0] + SP_EXPM1_C[1]*d + ...): Taylor 1/(n+2)!, first omitted
+#: term d**9/9! < 2**-58 relative to d; expm1 enters the result scaled by <= |d| (< 2**-63).
+SP_EXPM1_C = EXP_C[:7]
+#: log1p(w) = w + w**2 * (SP_LOG1P_C[0] + ...): Taylor (-1)**(n+1)/(n+2), for |w| <= 0.016
+#: (sigmoid <= 1/2 times expm1(1/32)): first omitted term w**9/9 < 2**-56.9, 0.07 ulp of L >= ln2
+#: where w is largest (a -> 0); where a is far below 0, w/L <= |d| and the terms vanish faster.
+SP_LOG1P_C = tuple((-1.0) ** (n + 1) / (n + 2) for n in range(7))
+
+
+def generated_tables() -> dict[str, tuple[float, ...]]:
+    """The float64 softplus table: ``SP_L_HI``/``SP_L_LO`` (log1p(exp(a_j)) as a double-double)
+    and ``SP_SIGMA`` (sigmoid(a_j)), a_j = -j/SP_TAB_SCALE, j < SP_TAB_LEN, correctly rounded.
+
+    Computed with the standard library's decimal module at 80 digits (~70 ms): e**a_j is as
+    small as 2**-66, so 1 + e**a_j needs ~20 more digits than the 32 that L_HI + L_LO carry.
+    Not at import: setup.py writes the tables into ``_cy/_constants.h`` at build time, and
+    ``_nbkernels`` calls this when the Numba backend is first used.
+    """
+    import decimal  # noqa: PLC0415 - only build time and the Numba backend's first use
+
+    hi, lo, sigma = [], [], []
+    with decimal.localcontext(decimal.Context(prec=80)):
+        for j in range(SP_TAB_LEN):
+            t = (decimal.Decimal(-j) / SP_TAB_SCALE).exp()
+            value = (1 + t).ln()
+            hi.append(float(value))  # float(Decimal) rounds correctly
+            lo.append(float(value - decimal.Decimal(hi[-1])))
+            sigma.append(float(t / (1 + t)))
+    return {"SP_L_HI": tuple(hi), "SP_L_LO": tuple(lo), "SP_SIGMA": tuple(sigma)}
 
 
 # ---- float32 evaluated in float32 (softplus/grad/backward, beta == 1, both backends, FMA CPUs) --

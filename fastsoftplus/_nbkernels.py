@@ -9,7 +9,8 @@ for "no cut-off".  The algorithm and its error budget are described in ``_consta
     backward_f64(g, x, beta, threshold)  backward_f32(g, x, beta, threshold)
     inverse_f64(y, beta, threshold)      inverse_f32(y, beta, threshold)
 
-float64 goes through double-double intermediates (error well under 1 ulp); float32 is evaluated
+float64 goes through double-double intermediates (error well under 1 ulp; softplus: a
+double-double table and two short series instead of exp and log); float32 is evaluated
 in float64 with shorter polynomials and rounded once, except for beta == 1 (the loops' common
 case): softplus1_f32, grad1_f32 and backward1_f32 compute in float32 with float-float corrections
 (twice the SIMD lanes; max 0.82 ulp).
@@ -25,7 +26,8 @@ from numba.extending import intrinsic
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
-    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_MIN_EXP, SCALE_UP_EXP, SQRT2, SQRT2_M1, TINY,
+    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_MIN_EXP, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
+    SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, TINY, generated_tables,
 )
 
 #: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
@@ -38,6 +40,9 @@ _INF = math.inf
 _LN2 = LN2_HI + LN2_LO
 _SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
 _SCALE_UP = 2.0 ** SCALE_UP_EXP
+#: The float64 softplus table (numba freezes global arrays into the compiled code as constants).
+_SP_TABLES = generated_tables()
+_SP_L_HI, _SP_L_LO, _SP_SIGMA = (np.array(_SP_TABLES[name]) for name in ("SP_L_HI", "SP_L_LO", "SP_SIGMA"))
 
 
 @intrinsic
@@ -227,19 +232,29 @@ def _exp_dd(a, want_once):
 
 
 @njit(inline="always")
-def _softplus_dd(z):
-    """softplus(z) in double, error < 0.6 ulp, for finite z < IDENTITY_ABOVE (the caller handles
-    NaN, infinities and the identity range, so no invalid-operation flag is ever raised)."""
-    t_hi, t_lo, t_once = _exp_dd(-abs(z), True)
-    big = t_hi > SQRT2_M1  # log(1 + t) = ln2 + log1p((t - 1)/2): s = (t - 1)/(t + 3)
-    n_hi, n_lo = _two_sum(t_hi, -1.0 if big else 0.0)
-    d_hi, d_lo = _fast_two_sum(3.0 if big else 2.0, t_hi)
-    l_hi, l_lo = _atanh_log(1.0 if big else 0.0, n_hi, n_lo + t_lo, d_hi, d_lo + t_lo)
-    tiny = t_once < TINY  # log1p(t) == t to 2**-61; keeps subnormal results once-rounded
-    l_hi = t_once if tiny else l_hi
-    l_lo = 0.0 if tiny else l_lo
-    s, e = _two_sum(z if z > 0.0 else 0.0, l_hi)
-    return s + (e + l_lo)
+def _softplus_tab(z):
+    """softplus(z) in double from the table of _constants.py (L(a) = log1p(e**a), a = -|z|):
+    L(a_j + d) = L(a_j) + log1p(sigmoid(a_j) * expm1(d)), and below a = -SP_TAB_SHIFT,
+    2**k * L(a'). For z < IDENTITY_ABOVE, -inf included (the caller handles NaN, +inf and the
+    identity range, so no invalid-operation flag is ever raised)."""
+    a = -abs(z)
+    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
+    b = a + SP_TAB_SHIFT  # a = kd*ln2 + a', a' >= -(SP_TAB_SHIFT + ln2/2)
+    b = b if b < 0.0 else 0.0
+    kd = fma(b, INV_LN2, ROUND_SHIFT) - ROUND_SHIFT
+    ap = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47
+    jd_s = ap * -float(SP_TAB_SCALE) + ROUND_SHIFT  # j = round(-a' * SCALE)
+    jd = jd_s - ROUND_SHIFT
+    d = (ap + jd * (1.0 / SP_TAB_SCALE)) + -kd * LN2_LO  # a' - a_j is exact
+    j = _as_i64(jd_s) - _SHIFT_BITS
+    em = fma(d * d, _horner(d, SP_EXPM1_C), d)
+    w = _SP_SIGMA[j] * em
+    lw = fma(w * w, _horner(w, SP_LOG1P_C), w)
+    # max(z, 0) + L_HI exactly, then the rest; times 2**k, which is 1 wherever z > 0, and rounds
+    # only where the result is subnormal (two normal factors)
+    s, e = _two_sum(z if z > 0.0 else 0.0, _SP_L_HI[j])
+    s1, s2 = _pow2(_as_i64(kd + ROUND_SHIFT) - _SHIFT_BITS)
+    return (s + (e + (_SP_L_LO[j] + lw))) * s1 * s2
 
 
 @njit(inline="always")
@@ -302,7 +317,7 @@ def _quiet(z):
 def softplus_f64(x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    res = _softplus_dd(zs if zs < IDENTITY_ABOVE else 0.0) / beta
+    res = _softplus_tab(zs if zs < IDENTITY_ABOVE else 0.0) / beta
     res = x if zs >= IDENTITY_ABOVE else res
     res = x if zs > threshold else res
     return z if z != z else res

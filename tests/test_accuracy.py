@@ -160,7 +160,19 @@ def f64_samples(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([
         rng.uniform(-800, 800, m), rng.standard_normal(m) * 30, -np.exp(rng.uniform(-40, 6.6, m)),
         np.exp(rng.uniform(-745, 3.7, m)), -np.exp(rng.uniform(-745, 6.6, m)),
-        rng.uniform(-50, 50, n - 5 * m), edges])
+        rng.uniform(-50, 50, n - 5 * m), edges, table_edges()])
+
+
+def table_edges() -> np.ndarray:
+    """Where the float64 softplus table reduction switches: a = -|x| at -SP_TAB_SHIFT - (k + 1/2)*ln2
+    (k*ln2 taken off, down to EXP_ARG_MIN), and a = -(j + 1/2)/SP_TAB_SCALE (the table entry),
+    each with its neighbours; a wrong index there reads past the table or the wrong entry."""
+    from fastsoftplus import _constants as C
+    ks = np.arange(-2, int((-C.EXP_ARG_MIN - C.SP_TAB_SHIFT) / math.log(2)) + 2)
+    js = np.arange(C.SP_TAB_LEN + 2)
+    mid = np.concatenate([-(C.SP_TAB_SHIFT + (ks + 0.5) * math.log(2)), -(js + 0.5) / C.SP_TAB_SCALE])
+    mid = mid[mid >= C.EXP_ARG_MIN - 1]
+    return np.concatenate([mid, np.nextafter(mid, 0), np.nextafter(mid, -np.inf), -mid])
 
 
 def ref_f64(func: str, x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
@@ -186,6 +198,22 @@ def test_float64_sampled(func):
         err = ulp_error(getattr(fsp, func)(x, backend=backend), ref, np.float64)
         assert not np.isnan(err).any(), backend
         assert err.max() <= 1.0, f"{backend}: {func} max {err.max():.3f} ulp at x={x[err.argmax()]!r}"
+
+
+def test_float64_softplus_table_is_correctly_rounded():
+    """The table behind float64 softplus (_constants.generated_tables(), computed with the decimal
+    module; setup.py writes the same numbers into the C header) against mpmath at 300 bits:
+    log1p(e**a_j) as hi + lo, hi and lo each correctly rounded, and sigmoid(a_j)."""
+    mp = pytest.importorskip("mpmath")
+    from fastsoftplus import _constants as C
+    t = C.generated_tables()
+    assert all(len(v) == C.SP_TAB_LEN for v in t.values())
+    with mp.workprec(300):
+        for j in range(C.SP_TAB_LEN):
+            e = mp.exp(mp.mpf(-j) / C.SP_TAB_SCALE)
+            value = mp.log1p(e)
+            want = (float(value), float(value - float(value)), float(e / (1 + e)))
+            assert (t["SP_L_HI"][j], t["SP_L_LO"][j], t["SP_SIGMA"][j]) == want, j
 
 
 @pytest.mark.skipif(not HAVE_LONG_DOUBLE, reason="needs an 80-bit long double reference")
