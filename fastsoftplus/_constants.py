@@ -39,26 +39,17 @@ SQRT2_M1 = float.fromhex("0x1.a827999fcef34p-2")
 #: sqrt(2): scales the argument of the general log so its reduced mantissa lies in [1/sqrt2, sqrt2).
 SQRT2 = float.fromhex("0x1.6a09e667f3bcdp+0")
 
-#: Lower clamp of the exp argument: exp(-1100) underflows to 0 even through the two-step scaling,
-#: and k stays within [-1587, 0], inside the range 2**k1 * 2**k2 can represent.
+#: Lower clamp of the float64 softplus/sigmoid argument a = -|z|: exp(-1100) underflows to 0 even
+#: through the two-step scaling, and k stays within [-1523, 0], inside the range 2**k1 * 2**k2
+#: can represent (the table reduction, below).
 EXP_ARG_MIN = -1100.0
 #: The float32 path in float64 (beta != 1) clamps exp's argument here instead: 2**k stays a normal
 #: double, applied with one integer add, and t**2, t**3 in the log series stay normal (at the
 #: earlier -700 they were subnormal for beta*x in [-372, -354] and [-247, -236]: microcode
-#: assists, see SCALE_MIN_EXP). Results do not change: there softplus/beta and sigmoid are at
+#: assists, see F32_TINY). Results do not change: there softplus/beta and sigmoid are at
 #: most exp(-210) / 2**-149 < 2**-153 (the smallest float32 beta is 2**-149), 0 in float32, as
 #: the exact values are.
 EXP_LITE_ARG_MIN = -210.0
-#: Below this, log1p(t) == t to within t/2 < 2**-61 relative: return t itself (also keeps subnormal
-#: results exact instead of going through a division).
-TINY = float.fromhex("0x1p-60")
-#: The double-double exp (t_hi, t_lo) is scaled by 2**max(k, SCALE_MIN_EXP): it serves only where
-#: t >= TINY (k >= -60 there: t = 2**k * (1 + p), 1 + p < sqrt(2)); below, it stays near 2**-60,
-#: so t**2..t**4 in the atanh series and t_lo stay normal. The once-rounded t keeps the true
-#: scale. Intel cores take a microcode assist for every instruction with a subnormal operand or
-#: result: on the CI machine's Xeon softplus float64 ran 1.5-9x slower where t**4, t**3, t**2,
-#: t_lo were subnormal (x in [-185, -177], [-247, -236], [-372, -354], [-705, -669]).
-SCALE_MIN_EXP = -60
 #: Where expm1(beta*y) is below this, the inverse takes log of the exact product instead, with y
 #: (and beta, when < 1) scaled by 2**SCALE_UP_EXP: then the product is normal for any y, beta down to
 #: 2**-1074 (>= 2**-948) and below 2**200.
@@ -87,17 +78,21 @@ LOG_C32 = LOG_C[:5]
 LOG_U_MIN = float.fromhex("0x1p-64")
 
 
-# ---- float64 softplus by table (both backends) ---------------------------------------------------
+# ---- float64 softplus and sigmoid by table (both backends) ---------------------------------------
 # L(a) = log1p(exp(a)) for a = -|z| <= 0 from a table at a_j = -j/SP_TAB_SCALE:
-#     L(a_j + d) = L(a_j) + log1p(sigmoid(a_j) * expm1(d)),    |d| <= 1/(2*SP_TAB_SCALE),
-# since 1 + e**(a_j + d) = (1 + e**a_j) * (1 + sigmoid(a_j) * (e**d - 1)). L(a_j) is a double-double
-# (SP_L_HI + SP_L_LO), so two short series and one gather replace the double-double exp, the
-# division and the double-double log of the general path: softplus float64 ~35% faster (one core).
-# Below a = -SP_TAB_SHIFT, a = k*ln2 + a' with a' within ln2/2 of -SP_TAB_SHIFT and
-# L(a) = 2**k * L(a') to 2**-65 relative (L(a') = t'(1 - t'/2 ...), t' = e**a' < 2**-64).
-# Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.1 ulp.
-#: Table step 1/16: |d| <= 1/32, so each series needs 7 terms; 1/32 saves one FMA each for a table
-#: twice the size (35 KB, most of L1).
+#     L(a_j + d) = L(a_j) + log1p(w),  w = sigmoid(a_j) * expm1(d),  |d| <= 1/(2*SP_TAB_SCALE),
+# since 1 + e**(a_j + d) = (1 + e**a_j) * (1 + w); and sigmoid(a_j + d) = sigmoid(a_j) +
+# w * (1 - sigmoid(a_j)) / (1 + w) (grad, backward). L(a_j) and sigmoid(a_j) are double-doubles, so
+# two short series (one for sigmoid, plus a division) and table gathers replace the double-double
+# exp and the division and double-double log of the general path: serial float64 softplus 5.0 ->
+# 2.6-2.8 ns/element (AVX-512, one core).
+# Below a = -SP_TAB_SHIFT, a = k*ln2 + a' with a' within ln2/2 of -SP_TAB_SHIFT, and L(a) =
+# 2**k * L(a'), sigmoid(a) = 2**k * sigmoid(a') to 2**-64 relative (both are t'(1 + O(t')), t' =
+# e**a' < 2**-64).
+# Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.07 ulp (max 0.567 ulp
+# for normal results; subnormal ones round twice, in the 2**k scaling: max 0.75 ulp).
+#: Table step 1/16: |d| <= 1/32, so each series needs 7 terms; 1/32 would save one FMA each for
+#: tables twice the size (46 KB, all of L1).
 SP_TAB_SCALE = 16
 #: a < -45 is reduced by k*ln2 into a' in [-45 - ln2/2, -45 + ln2/2]: j <= 726 (one spare entry).
 SP_TAB_SHIFT = 45.0
@@ -112,8 +107,9 @@ SP_LOG1P_C = tuple((-1.0) ** (n + 1) / (n + 2) for n in range(7))
 
 
 def generated_tables() -> dict[str, tuple[float, ...]]:
-    """The float64 softplus table: ``SP_L_HI``/``SP_L_LO`` (log1p(exp(a_j)) as a double-double)
-    and ``SP_SIGMA`` (sigmoid(a_j)), a_j = -j/SP_TAB_SCALE, j < SP_TAB_LEN, correctly rounded.
+    """The float64 softplus/sigmoid table at a_j = -j/SP_TAB_SCALE, j < SP_TAB_LEN: ``SP_L_HI`` +
+    ``SP_L_LO`` = log1p(exp(a_j)) and ``SP_SIGMA`` + ``SP_SIGMA_LO`` = sigmoid(a_j), each part
+    correctly rounded (hi of the value, lo of the rest).
 
     Computed with the standard library's decimal module at 80 digits (~70 ms): e**a_j is as
     small as 2**-66, so 1 + e**a_j needs ~20 more digits than the 32 that L_HI + L_LO carry.
@@ -122,15 +118,18 @@ def generated_tables() -> dict[str, tuple[float, ...]]:
     """
     import decimal  # noqa: PLC0415 - only build time and the Numba backend's first use
 
-    hi, lo, sigma = [], [], []
+    hi, lo, sigma, sigma_lo = [], [], [], []
     with decimal.localcontext(decimal.Context(prec=80)):
         for j in range(SP_TAB_LEN):
             t = (decimal.Decimal(-j) / SP_TAB_SCALE).exp()
             value = (1 + t).ln()
             hi.append(float(value))  # float(Decimal) rounds correctly
             lo.append(float(value - decimal.Decimal(hi[-1])))
-            sigma.append(float(t / (1 + t)))
-    return {"SP_L_HI": tuple(hi), "SP_L_LO": tuple(lo), "SP_SIGMA": tuple(sigma)}
+            sig = t / (1 + t)
+            sigma.append(float(sig))
+            sigma_lo.append(float(sig - decimal.Decimal(sigma[-1])))
+    return {"SP_L_HI": tuple(hi), "SP_L_LO": tuple(lo), "SP_SIGMA": tuple(sigma),
+            "SP_SIGMA_LO": tuple(sigma_lo)}
 
 
 # ---- float32 evaluated in float32 (softplus/grad/backward, beta == 1, both backends, FMA CPUs) --
@@ -170,7 +169,7 @@ F32_SUB_SCALE_EXP = 64
 #: Only results that are themselves subnormal (x in (-104, -87.3)) still go through them.
 #: - Where e = exp(-|x|) < F32_TINY the float32 kernels return e rounded once (softplus of x < 0;
 #:   sigmoid of x < 0): log1p(e) = e(1 - e/2) and e/(1 + e) differ from e by < 2**-40 relative,
-#:   2**-16 of the final rounding's half ulp.  (The float64 kernels use TINY = 2**-60.)
+#:   2**-16 of the final rounding's half ulp.
 F32_TINY = float.fromhex("0x1p-40")
 #: - The float-float exp (e_hi, e_lo) is scaled by 2**max(k, F32_SCALE_MIN_EXP): it serves only
 #:   where e >= F32_TINY (so k >= -40 there), and below it stays near 2**-40, far from subnormal.

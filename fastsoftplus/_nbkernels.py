@@ -26,8 +26,8 @@ from numba.extending import intrinsic
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
-    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_MIN_EXP, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
-    SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, TINY, generated_tables,
+    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
+    SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, generated_tables,
 )
 
 #: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
@@ -42,7 +42,8 @@ _SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
 _SCALE_UP = 2.0 ** SCALE_UP_EXP
 #: The float64 softplus table (numba freezes global arrays into the compiled code as constants).
 _SP_TABLES = generated_tables()
-_SP_L_HI, _SP_L_LO, _SP_SIGMA = (np.array(_SP_TABLES[name]) for name in ("SP_L_HI", "SP_L_LO", "SP_SIGMA"))
+_SP_L_HI, _SP_L_LO, _SP_SIGMA, _SP_SIGMA_LO = (
+    np.array(_SP_TABLES[name]) for name in ("SP_L_HI", "SP_L_LO", "SP_SIGMA", "SP_SIGMA_LO"))
 
 
 @intrinsic
@@ -217,60 +218,64 @@ def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
 
 
 @njit(inline="always")
-def _exp_dd(a, want_once):
-    """exp(a) for a <= 0 as (t_hi, t_lo), valid where t >= TINY and normal everywhere (scaled by
-    2**max(k, SCALE_MIN_EXP)), plus the once-rounded value, right down to subnormals, if
-    want_once (else 0: no underflowing product where it is not used)."""
-    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
-    k, p_hi, p_lo = _exp_core(a, False)
-    kc = k if k > SCALE_MIN_EXP else SCALE_MIN_EXP
-    sc = _as_f64((kc + 1023) << 52)
-    s1, s2 = _pow2(k)
-    one, one_lo = _fast_two_sum(1.0, p_hi)
-    one_lo += p_lo
-    return one * sc, one_lo * sc, (one + one_lo) * s1 * (s2 if want_once else 0.0)
-
-
-@njit(inline="always")
-def _softplus_tab(z):
-    """softplus(z) in double from the table of _constants.py (L(a) = log1p(e**a), a = -|z|):
-    L(a_j + d) = L(a_j) + log1p(sigmoid(a_j) * expm1(d)), and below a = -SP_TAB_SHIFT,
-    2**k * L(a'). For z < IDENTITY_ABOVE, -inf included (the caller handles NaN, +inf and the
-    identity range, so no invalid-operation flag is ever raised)."""
+def _tab_reduce(z):
+    """The table reduction of _constants.py (SP_ section), as kernels.h's fsp_tab_reduce: a = -|z|
+    (clamped at EXP_ARG_MIN) = kd*ln2 + a_j + d, a_j = -j/SP_TAB_SCALE, kd = 0 unless a is below
+    -SP_TAB_SHIFT - ln2/2. Returns d, j and 2**kd as two normal factors."""
     a = -abs(z)
     a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
-    b = a + SP_TAB_SHIFT  # a = kd*ln2 + a', a' >= -(SP_TAB_SHIFT + ln2/2)
+    b = a + SP_TAB_SHIFT
     b = b if b < 0.0 else 0.0
     kd = fma(b, INV_LN2, ROUND_SHIFT) - ROUND_SHIFT
     ap = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47
     jd_s = ap * -float(SP_TAB_SCALE) + ROUND_SHIFT  # j = round(-a' * SCALE)
     jd = jd_s - ROUND_SHIFT
+    s1, s2 = _pow2(_as_i64(kd + ROUND_SHIFT) - _SHIFT_BITS)
     d = (ap + jd * (1.0 / SP_TAB_SCALE)) + -kd * LN2_LO  # a' - a_j is exact
-    j = _as_i64(jd_s) - _SHIFT_BITS
-    em = fma(d * d, _horner(d, SP_EXPM1_C), d)
-    w = _SP_SIGMA[j] * em
+    return d, _as_i64(jd_s) - _SHIFT_BITS, s1, s2
+
+
+@njit(inline="always")
+def _tab_w(d, j):
+    """w = sigmoid(a_j) * expm1(d), for the reduced d: 1 + e**a = (1 + e**a_j)(1 + w)."""
+    return _SP_SIGMA[j] * fma(d * d, _horner(d, SP_EXPM1_C), d)
+
+
+@njit(inline="always")
+def _softplus_tab(z):
+    """softplus(z) in double from the table (L(a) = log1p(e**a), a = -|z|): L(a_j + d) = L(a_j) +
+    log1p(w), and below a = -SP_TAB_SHIFT, 2**k * L(a'). For z < IDENTITY_ABOVE, -inf included
+    (the caller handles NaN, +inf and the identity range, so no invalid-operation flag is raised)."""
+    d, j, s1, s2 = _tab_reduce(z)
+    w = _tab_w(d, j)
     lw = fma(w * w, _horner(w, SP_LOG1P_C), w)
     # max(z, 0) + L_HI exactly, then the rest; times 2**k, which is 1 wherever z > 0, and rounds
     # only where the result is subnormal (two normal factors)
     s, e = _two_sum(z if z > 0.0 else 0.0, _SP_L_HI[j])
-    s1, s2 = _pow2(_as_i64(kd + ROUND_SHIFT) - _SHIFT_BITS)
     return (s + (e + (_SP_L_LO[j] + lw))) * s1 * s2
 
 
 @njit(inline="always")
-def _sigmoid_dd(z):
-    """sigmoid(z) as a double-double: 1/(1 + t) for z >= 0, t/(1 + t) below, t = exp(-|z|)."""
-    pos = z >= 0.0  # t_once only for z < 0: for z >= 0 it could be subnormal, unused
-    t_hi, t_lo, t_once = _exp_dd(-abs(z), not pos)
-    d_hi, d_lo = _fast_two_sum(1.0, t_hi)
-    d_lo += t_lo
-    n_hi = 1.0 if pos else t_hi
-    n_lo = 0.0 if pos else t_lo
-    inv = 1.0 / d_hi
-    q = n_hi * inv
-    q_lo = ((fma(-q, d_hi, n_hi) + n_lo) - q * d_lo) * inv
-    tiny = t_once < TINY and not pos  # t/(1 + t) == t to 2**-60
-    return (t_once if tiny else q), (0.0 if tiny else q_lo)
+def _sigmoid_tab(z):
+    """sigmoid(z) as a double-double from the same table, a = -|z|: sigmoid(a_j + d) =
+    sigmoid(a_j) + w (1 - sigmoid(a_j)) / (1 + w), one division; 1 minus that for z >= 0. Below
+    a = -SP_TAB_SHIFT (k < 0): for z < 0, 2**k * sigmoid(a') rounded once, lo = 0; for z > 0,
+    exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on)."""
+    d, j, s1, s2 = _tab_reduce(z)
+    w = _tab_w(d, j)
+    sig = _SP_SIGMA[j]
+    corr = (w * (1.0 - sig)) / (1.0 + w) + _SP_SIGMA_LO[j]
+    g_hi, g_lo = _fast_two_sum(sig, corr)  # |corr| < sig/30
+    h, l = _fast_two_sum(1.0, -g_hi)  # g_hi <= 1/2
+    pos = z >= 0.0
+    scaled = s1 < 1.0  # k < 0
+    # times 0 for z >= 0, not 2**k: an exact 0, no underflowing product where it is not used
+    once = (g_hi + g_lo) * s1 * (0.0 if pos else s2)
+    neg_hi = once if scaled else g_hi
+    neg_lo = 0.0 if scaled else g_lo
+    pos_hi = 1.0 if scaled else h
+    pos_lo = 0.0 if scaled else l - g_lo
+    return (pos_hi if pos else neg_hi), (pos_lo if pos else neg_lo)
 
 
 @njit(inline="always")
@@ -327,7 +332,7 @@ def softplus_f64(x, beta, threshold):
 def grad_f64(x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    q, q_lo = _sigmoid_dd(zs)
+    q, q_lo = _sigmoid_tab(zs)
     res = 1.0 if zs > threshold else q + q_lo
     return z if z != z else res
 
@@ -336,7 +341,7 @@ def grad_f64(x, beta, threshold):
 def backward_f64(g, x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    q, q_lo = _sigmoid_dd(zs)
+    q, q_lo = _sigmoid_tab(zs)
     gs = _quiet(g)  # an infinite g takes g*q alone: g*q_lo would add inf - inf (or inf*0)
     res = fma(g, q, g * q_lo) if abs(gs) < _INF else g * q
     res = g if zs > threshold else res

@@ -201,9 +201,9 @@ def test_float64_sampled(func):
 
 
 def test_float64_softplus_table_is_correctly_rounded():
-    """The table behind float64 softplus (_constants.generated_tables(), computed with the decimal
-    module; setup.py writes the same numbers into the C header) against mpmath at 300 bits:
-    log1p(e**a_j) as hi + lo, hi and lo each correctly rounded, and sigmoid(a_j)."""
+    """The table behind float64 softplus and sigmoid (_constants.generated_tables(), computed with
+    the decimal module; setup.py writes the same numbers into the C header) against mpmath at 300
+    bits: log1p(e**a_j) and sigmoid(a_j), each as hi + lo with both parts correctly rounded."""
     mp = pytest.importorskip("mpmath")
     from fastsoftplus import _constants as C
     t = C.generated_tables()
@@ -211,9 +211,10 @@ def test_float64_softplus_table_is_correctly_rounded():
     with mp.workprec(300):
         for j in range(C.SP_TAB_LEN):
             e = mp.exp(mp.mpf(-j) / C.SP_TAB_SCALE)
-            value = mp.log1p(e)
-            want = (float(value), float(value - float(value)), float(e / (1 + e)))
-            assert (t["SP_L_HI"][j], t["SP_L_LO"][j], t["SP_SIGMA"][j]) == want, j
+            value, sig = mp.log1p(e), e / (1 + e)
+            want = (float(value), float(value - float(value)), float(sig), float(sig - float(sig)))
+            got = tuple(t[name][j] for name in ("SP_L_HI", "SP_L_LO", "SP_SIGMA", "SP_SIGMA_LO"))
+            assert got == want, j
 
 
 @pytest.mark.skipif(not HAVE_LONG_DOUBLE, reason="needs an 80-bit long double reference")

@@ -50,6 +50,7 @@ static const double fsp_sp_log1p_c[] = FSP_SP_LOG1P_C;
 static const double fsp_sp_l_hi[] = FSP_SP_L_HI; /* _constants.generated_tables(), by setup.py */
 static const double fsp_sp_l_lo[] = FSP_SP_L_LO;
 static const double fsp_sp_sigma[] = FSP_SP_SIGMA;
+static const double fsp_sp_sigma_lo[] = FSP_SP_SIGMA_LO;
 static const float fsp_exp_cf32[] = FSP_EXP_CF32; /* float32 values (exact: _constants.py rounds them) */
 static const float fsp_log_cf32[] = FSP_LOG_CF32;
 #define FSP_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -184,70 +185,70 @@ static inline void FSP_K(fsp_atanh_log)(double m, double n_hi, double n_lo, doub
     *lo = l + (m * FSP_LN2_LO + 2.0 * (tail + s_lo * (1.0 + u)));
 }
 
-/* exp(a) for a <= 0 as (t_hi, t_lo), valid where t >= TINY and normal everywhere (scaled by
- * 2**max(k, SCALE_MIN_EXP), see _constants.py), plus the once-rounded value, right down to
- * subnormals, if want_once (else 0: no underflowing product where it is not used). */
-static inline void FSP_K(fsp_exp_dd)(double a, int want_once, double *t_hi, double *t_lo,
-                                     double *t_once) {
-    double p_hi, p_lo, s1, s2, one, one_lo;
+/* The table reduction of _constants.py (SP_ section): a = -|z|, clamped at EXP_ARG_MIN, is
+ * kd*ln2 + a_j + d with a_j = -j/SP_TAB_SCALE, |d| <= 1/(2*SP_TAB_SCALE) (plus ~2**-34 from
+ * kd*LN2_LO) and kd = 0 unless a < -SP_TAB_SHIFT - ln2/2; returns d, sets *j and 2**kd as two
+ * normal factors.  Clamping b, not kd: for `kd < 0 ? kd : 0` GCC 12 threads two copies of the
+ * callers' rest (kd == 0 simplifies it) and then cannot vectorize their table loads (masked
+ * gathers).  k is an int32, as in fsp_exp_core: the loops then run two interleaved streams
+ * (softplus 3.4 vs 4.1 ns/element with an int64). */
+static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, double *s2) {
+    double a = -__builtin_fabs(z);
     a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
-    int32_t k = FSP_K(fsp_exp_core)(a, 0, &p_hi, &p_lo);
-    int32_t kc = k > FSP_SCALE_MIN_EXP ? k : FSP_SCALE_MIN_EXP;
-    double sc = FSP_K(fsp_as_f64)(((int64_t)kc + 1023) << 52);
-    FSP_K(fsp_pow2)(k, &s1, &s2);
-    FSP_K(fsp_fast_two_sum)(1.0, p_hi, &one, &one_lo);
-    one_lo += p_lo;
-    *t_hi = one * sc;
-    *t_lo = one_lo * sc;
-    *t_once = (one + one_lo) * s1 * (want_once ? s2 : 0.0);
-}
-
-/* softplus(z) in double from the table of _constants.py (L(a) = log1p(e**a), a = -|z|):
- * L(a_j + d) = L(a_j) + log1p(sigmoid(a_j) * expm1(d)), and below a = -SP_TAB_SHIFT, 2**k * L(a').
- * For z < IDENTITY_ABOVE, -inf included (the callers handle NaN, +inf and the identity range). */
-static inline double FSP_K(fsp_softplus_tab)(double z) {
-    double a = -__builtin_fabs(z), s, e, s1, s2;
-    a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
-    /* a = kd*ln2 + a', a' >= -(SP_TAB_SHIFT + ln2/2).  Clamping b, not kd: for kd < 0 ? kd : 0
-     * GCC 12 threads two copies of the rest (kd == 0 simplifies it) and then cannot vectorize their
-     * table loads (masked gathers, which its generic tuning only emulates) */
     double b = a + FSP_SP_TAB_SHIFT;
     b = b < 0.0 ? b : 0.0;
     double kd = FSP_FMA(b, FSP_INV_LN2, FSP_ROUND_SHIFT) - FSP_ROUND_SHIFT;
     double ap = a - kd * FSP_LN2_HI; /* exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47 */
     double jd_s = ap * -(double)FSP_SP_TAB_SCALE + FSP_ROUND_SHIFT; /* j = round(-a' * SCALE) */
     double jd = jd_s - FSP_ROUND_SHIFT;
-    double d = (ap + jd * (1.0 / FSP_SP_TAB_SCALE)) + -kd * FSP_LN2_LO; /* a' - a_j is exact */
-    int64_t j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
+    *j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
+    int32_t k = (int32_t)(FSP_K(fsp_as_i64)(kd + FSP_ROUND_SHIFT) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT));
+    FSP_K(fsp_pow2)(k, s1, s2);
+    return (ap + jd * (1.0 / FSP_SP_TAB_SCALE)) + -kd * FSP_LN2_LO; /* a' - a_j is exact */
+}
+
+/* w = sigmoid(a_j) * expm1(d), for the reduced d: 1 + e**a = (1 + e**a_j)(1 + w). */
+static inline double FSP_K(fsp_tab_w)(double d, int64_t j) {
     double em = FSP_FMA(d * d, FSP_K(fsp_horner)(d, fsp_sp_expm1_c, FSP_LEN(fsp_sp_expm1_c)), d);
-    double w = fsp_sp_sigma[j] * em;
+    return fsp_sp_sigma[j] * em;
+}
+
+/* softplus(z) in double from the table (L(a) = log1p(e**a), a = -|z|): L(a_j + d) = L(a_j) +
+ * log1p(w), and below a = -SP_TAB_SHIFT, 2**k * L(a').  For z < IDENTITY_ABOVE, -inf included
+ * (the callers handle NaN, +inf and the identity range). */
+static inline double FSP_K(fsp_softplus_tab)(double z) {
+    double s1, s2, s, e;
+    int64_t j;
+    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2); /* sets j: a statement of its own */
+    double w = FSP_K(fsp_tab_w)(d, j);
     double lw = FSP_FMA(w * w, FSP_K(fsp_horner)(w, fsp_sp_log1p_c, FSP_LEN(fsp_sp_log1p_c)), w);
     /* max(z, 0) + L_HI exactly, then the rest; times 2**k, which is 1 wherever z > 0, and rounds
      * only where the result is subnormal (two normal factors) */
     FSP_K(fsp_two_sum)(z > 0.0 ? z : 0.0, fsp_sp_l_hi[j], &s, &e);
-    /* k as an int32, as in fsp_exp_core: the loop then runs two interleaved streams (3.4 vs 4.1
-     * ns/element with int64) */
-    int32_t k = (int32_t)(FSP_K(fsp_as_i64)(kd + FSP_ROUND_SHIFT) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT));
-    FSP_K(fsp_pow2)(k, &s1, &s2);
     return (s + (e + (fsp_sp_l_lo[j] + lw))) * s1 * s2;
 }
 
-/* sigmoid(z) as a double-double: 1/(1 + t) for z >= 0, t/(1 + t) below, t = exp(-|z|). */
-static inline void FSP_K(fsp_sigmoid_dd)(double z, double *q_hi, double *q_lo) {
-    double t_hi, t_lo, t_once, d_hi, d_lo;
-    int pos = z >= 0.0; /* t_once only for z < 0: for z >= 0 it could be subnormal, unused */
-    FSP_K(fsp_exp_dd)(-__builtin_fabs(z), !pos, &t_hi, &t_lo, &t_once);
-    FSP_K(fsp_fast_two_sum)(1.0, t_hi, &d_hi, &d_lo);
-    d_lo += t_lo;
-    double n_hi = pos ? 1.0 : t_hi, n_lo = pos ? 0.0 : t_lo;
-    double inv = 1.0 / d_hi;
-    double q = n_hi * inv;
-    double resid = -FSP_K(fsp_prod_err)(q, d_hi, q * d_hi) + (n_hi - q * d_hi);
-    double ql = ((resid + n_lo) - q * d_lo) * inv;
-    int tiny = t_once < FSP_TINY; /* t/(1 + t) == t to 2**-60 (z < 0; t_once is 0 for z >= 0) */
-    double tq = tiny ? t_once : q, tql = tiny ? 0.0 : ql;
-    *q_hi = pos ? q : tq; /* separate selects: GCC 12 vectorizes these */
-    *q_lo = pos ? ql : tql;
+/* sigmoid(z) as a double-double from the same table, a = -|z|: sigmoid(a_j + d) =
+ * sigmoid(a_j) (1 + expm1(d)) / (1 + w) = sigmoid(a_j) + w (1 - sigmoid(a_j)) / (1 + w), one
+ * division; 1 minus that for z >= 0.  Below a = -SP_TAB_SHIFT (k < 0): for z < 0, 2**k *
+ * sigmoid(a') (to 2**-64: e**a' < 2**-64) rounded once, lo = 0 (2**k * lo would underflow); for
+ * z > 0, exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on). */
+static inline void FSP_K(fsp_sigmoid_tab)(double z, double *q_hi, double *q_lo) {
+    double s1, s2, g_hi, g_lo, h, l;
+    int64_t j;
+    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2); /* sets j: a statement of its own */
+    double w = FSP_K(fsp_tab_w)(d, j);
+    double sig = fsp_sp_sigma[j];
+    double corr = (w * (1.0 - sig)) / (1.0 + w) + fsp_sp_sigma_lo[j];
+    FSP_K(fsp_fast_two_sum)(sig, corr, &g_hi, &g_lo); /* |corr| < sig/30 */
+    FSP_K(fsp_fast_two_sum)(1.0, -g_hi, &h, &l);      /* g_hi <= 1/2 */
+    int pos = z >= 0.0, scaled = s1 < 1.0;
+    /* times 0 for z >= 0, not 2**k: an exact 0, no underflowing product where it is not used */
+    double once = (g_hi + g_lo) * s1 * (pos ? 0.0 : s2);
+    double neg_hi = scaled ? once : g_hi, neg_lo = scaled ? 0.0 : g_lo;
+    double pos_hi = scaled ? 1.0 : h, pos_lo = scaled ? 0.0 : l - g_lo;
+    *q_hi = pos ? pos_hi : neg_hi; /* separate selects: GCC 12 vectorizes these */
+    *q_lo = pos ? pos_lo : neg_lo;
 }
 
 /* log(expm1(z)) for 0 < z < IDENTITY_ABOVE, within 1 ulp even next to the root z = ln2: expm1
@@ -299,14 +300,14 @@ static inline double FSP_K(fsp_softplus_f64)(double x, double beta, double thr) 
 
 static inline double FSP_K(fsp_grad_f64)(double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
-    FSP_K(fsp_sigmoid_dd)(zs, &q, &ql);
+    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql);
     double res = zs > thr ? 1.0 : q + ql;
     return z != z ? z : res;
 }
 
 static inline double FSP_K(fsp_backward_f64)(double g, double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
-    FSP_K(fsp_sigmoid_dd)(zs, &q, &ql);
+    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql);
     /* an infinite g takes g*q alone: g*ql would add inf - inf (or inf*0) */
     double res = __builtin_fabs(FSP_K(fsp_quiet)(g)) < __builtin_inf() ? FSP_FMA(g, q, g * ql) : g * q;
     res = zs > thr ? g : res;
