@@ -9,8 +9,8 @@ for "no cut-off".  The algorithm and its error budget are described in ``_consta
     backward_f64(g, x, beta, threshold)  backward_f32(g, x, beta, threshold)
     inverse_f64(y, beta, threshold)      inverse_f32(y, beta, threshold)
 
-float64 goes through double-double intermediates (error well under 1 ulp; softplus: a
-double-double table and two short series instead of exp and log); float32 is evaluated
+float64 goes through double-double intermediates (error well under 1 ulp; softplus and sigmoid:
+a double-double table and short series instead of exp and log); float32 is evaluated
 in float64 with shorter polynomials and rounded once, except for beta == 1 (the loops' common
 case): softplus1_f32, grad1_f32 and backward1_f32 compute in float32 with float-float corrections
 (twice the SIMD lanes; max 0.82 ulp).
