@@ -47,6 +47,8 @@ UNIX_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off
 # cost ~45 instructions per 8 elements. Real vgatherqpd: serial softplus float64 3.0 -> 2.55
 # ns/element (AVX-512, one core). Only loops with indexed loads change (a GCC that does not know
 # the name, e.g. GCC 13's split use_gather_Nparts, or clang, fails the probe and keeps its default).
+# Caveat: Intel's microcode mitigation for GDS ("Downfall") slows gathers on the CPUs it covers;
+# measured only here, where /sys/.../vulnerabilities/gather_data_sampling says "Not affected".
 OPTIONAL_UNIX_FLAGS = ["-fopenmp-simd", "-mtune-ctrl=use_gather"]
 
 

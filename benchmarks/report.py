@@ -88,9 +88,12 @@ def load(paths: list[str]) -> tuple[dict, dict]:
 
 
 def _median_entry(entries: list[dict]) -> dict:
-    """One case measured in several runs: the last run's entry with the median ratio and time."""
+    """One case measured in several runs: the last run's entry with the median ratio, time and
+    throughput (the tables and the plot then show the same runs' medians)."""
     e = dict(entries[-1])
-    for key in ("ratio_to_relu", "median_s"):
+    for key in ("ratio_to_relu", "median_s", "elements_per_s"):
+        if any(key not in x for x in entries):
+            continue
         vals = sorted(x[key] for x in entries)
         mid = len(vals) // 2
         e[key] = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
@@ -208,13 +211,14 @@ def footer(R: Results) -> str:
     text = "; ".join(parts) + "."
     cmd = R.command or fi.get("command")
     if cmd:
-        text += f"\nCommand: `{cmd}`, then `python benchmarks/report.py *.json --readme README.md`."
+        text += (f"\nCommand: `{cmd}`, then `python benchmarks/report.py <those JSON files> "
+                 f"--readme README.md`.")
     if R.note:
         text += "\n" + R.note
     runs = max((e.get("runs", 1) for e in R.res.values()), default=1)
     text += (f"\nRatio = median time / median time of `np.maximum(x, 0, out=y)` timed alternately "
              f"in the same run (lower is better)"
-             f"{f', then the median over {runs} runs' if runs > 1 else ''}; x = 5*N(0,1), out= "
+             f"{f', then the median over (up to) {runs} runs' if runs > 1 else ''}; x = 5*N(0,1), out= "
              f"preallocated; \"all cores\" = {R.nall} threads.")
     return text
 

@@ -73,8 +73,9 @@ EXP_C32 = EXP_C[:7]
 LOG_C = tuple(1.0 / (2 * j + 3) for j in range(11))
 LOG_C32 = LOG_C[:5]
 #: LOG_C is evaluated (by Estrin's scheme, which forms u**8) at max(u, LOG_U_MIN), u = s**2: for
-#: tiny s (|x| > ~44) u**8 would be subnormal, and an Intel core takes a microcode assist for each
-#: such vector instruction (softplus float64 at x in [-60, -40] measured 2.2x slower). Below it
+#: tiny s u**8 would be subnormal, and an Intel core takes a microcode assist for each such vector
+#: instruction (measured when float64 softplus still went through this log: 2.2x slower at x in
+#: [-60, -40]; it now serves the float64 inverse, whose s is tiny where y is large). Below it
 #: the series moves by < 2**-66 relative, in a tail that is itself < 2**-64 of the result.
 LOG_U_MIN = float.fromhex("0x1p-64")
 
@@ -87,24 +88,30 @@ LOG_U_MIN = float.fromhex("0x1p-64")
 # two short series (one for sigmoid, plus a division) and table gathers replace the double-double
 # exp and the division and double-double log of the general path: serial float64 softplus 5.0 ->
 # 2.6-2.8 ns/element (AVX-512, one core).
-# Below a = -SP_TAB_SHIFT, a = k*ln2 + a' with a' within ln2/2 of -SP_TAB_SHIFT, and L(a) =
+# Below a = -SP_TAB_SHIFT - ln2/2, a = k*ln2 + a' (k < 0) with a' within ln2/2 of -SP_TAB_SHIFT,
+# and L(a) =
 # 2**k * L(a'), sigmoid(a) = 2**k * sigmoid(a') to 2**-64 relative (both are t'(1 + O(t')), t' =
 # e**a' < 2**-64).
-# Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.07 ulp (max 0.567 ulp
-# for normal results; subnormal ones round twice, in the 2**k scaling: max 0.75 ulp).
+# Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.1 ulp (max 0.567 ulp
+# for normal results of softplus, 0.589 of sigmoid; subnormal ones round twice, in the 2**k
+# scaling: max 0.75 ulp).
 #: Table step 1/16: |d| <= 1/32, so each series needs 7 terms; 1/32 would save one FMA each for
 #: tables twice the size (46 KB, all of L1).
 SP_TAB_SCALE = 16
-#: a < -45 is reduced by k*ln2 into a' in [-45 - ln2/2, -45 + ln2/2]: j <= 726 (one spare entry).
+#: a below -45 - ln2/2 is reduced by k*ln2 into a' in [-45 - ln2/2, -45 + ln2/2]: j <= 726 (one
+#: spare entry). Must stay above IDENTITY_ABOVE + ln2/2 so that k = 0 wherever z > 0 (asserted below).
 SP_TAB_SHIFT = 45.0
 SP_TAB_LEN = 728
 #: expm1(d) = d + d**2 * (SP_EXPM1_C[0] + SP_EXPM1_C[1]*d + ...): Taylor 1/(n+2)!, first omitted
 #: term d**9/9! < 2**-58 relative to d; expm1 enters the result scaled by <= |d| (< 2**-63).
 SP_EXPM1_C = EXP_C[:7]
 #: log1p(w) = w + w**2 * (SP_LOG1P_C[0] + ...): Taylor (-1)**(n+1)/(n+2), for |w| <= 0.016
-#: (sigmoid <= 1/2 times expm1(1/32)): first omitted term w**9/9 < 2**-56.9, 0.07 ulp of L >= ln2
+#: (sigmoid <= 1/2 times expm1(1/32)): first omitted term w**9/9 < 2**-56.9, 0.07 ulp of L ~ 0.68
 #: where w is largest (a -> 0); where a is far below 0, w/L <= |d| and the terms vanish faster.
 SP_LOG1P_C = tuple((-1.0) ** (n + 1) / (n + 2) for n in range(7))
+# the reduction's invariants: k = 0 for every z in (0, IDENTITY_ABOVE), and j < SP_TAB_LEN
+assert SP_TAB_SHIFT - math.log(2) / 2 > IDENTITY_ABOVE
+assert round(SP_TAB_SCALE * (SP_TAB_SHIFT + math.log(2) / 2)) < SP_TAB_LEN - 1
 
 
 def generated_tables() -> dict[str, tuple[float, ...]]:

@@ -219,7 +219,7 @@ def test_float32_kernels_no_underflow_where_result_is_normal(kernel):
 @pytest.mark.parametrize("kernel", ["softplus_f64", "grad_f64", "backward_f64"])
 def test_float64_kernels_no_underflow_where_result_is_normal(kernel):
     """The same for float64: before a scaling bound (now the table reduction of _constants.py,
-    whose reduced terms are normal by construction), t**4, t**3, t**2 and t_lo of t = exp(-|x|)
+    whose reduced terms are normal except for |x| < ~1e-154, where d*d underflows), t**4, t**3, t**2 and t_lo of t = exp(-|x|)
     were subnormal for x in [-185, -177], [-247, -236], [-372, -354], [-705, -669]
     (softplus; grad at |x| in [354, 372] and [669, 705]) and ran 1.5-9x slower. Results are
     subnormal below x = -708.4; below -745 they are 0, with the flag rightly raised."""

@@ -100,7 +100,8 @@ static inline double FSP_K(fsp_horner)(double x, const double *c, int n) {
 /* The same polynomial by Estrin's scheme: pairs c[2i] + c[2i+1]*x, then pairs of those with x**2,
  * x**4, ... (an odd one out moves up a level unchanged).  For the long float64 series, whose
  * dependency chain otherwise bounds the speed of the whole kernel: 12 dependent FMAs for EXP_C by
- * Horner, 4 levels here (softplus float64 ~12% faster, one core).  _nbkernels._estrin_source
+ * Horner, 4 levels here (measured when float64 softplus used them: ~12% faster, one core; now the
+ * inverse's).  _nbkernels._estrin_source
  * writes out the same tree for Numba.  n <= 16. */
 static inline double FSP_K(fsp_estrin)(double x, const double *c, int n) {
     double p[16];
@@ -147,7 +148,8 @@ static inline void FSP_K(fsp_pow2)(int64_t k, double *s1, double *s2) {
  * k is an int32 on purpose: GCC takes the vectorization factor from the narrowest type in the
  * loop, so the float64 loops then run 16 lanes per iteration as two interleaved streams of zmm
  * (ymm for AVX2) operations, which hides much of the long dependency chain's latency. Measured
- * (serial softplus float64, n = 1e5, ns/element, int64 -> int32): AVX-512 8.6-9.1 -> 6.5-7.4,
+ * when float64 softplus/grad/backward still used this exp (now the inverse's; fsp_tab_reduce does
+ * the same) (serial softplus float64, n = 1e5, ns/element, int64 -> int32): AVX-512 8.6-9.1 -> 6.5-7.4,
  * AVX2 15.0-17.5 -> 11.2-12.2, baseline SSE2 60 -> 31; grad/backward/inverse 5-12% less.
  * Values unchanged (|k| < 2**11; 1.65e8 float64 results of all kernels bitwise equal). */
 static inline int32_t FSP_K(fsp_exp_core)(double a, int precise, double *p_hi, double *p_lo) {
@@ -214,7 +216,7 @@ static inline double FSP_K(fsp_tab_w)(double d, int64_t j) {
 }
 
 /* softplus(z) in double from the table (L(a) = log1p(e**a), a = -|z|): L(a_j + d) = L(a_j) +
- * log1p(w), and below a = -SP_TAB_SHIFT, 2**k * L(a').  For z < IDENTITY_ABOVE, -inf included
+ * log1p(w), and below a = -SP_TAB_SHIFT - ln2/2, 2**k * L(a').  For z < IDENTITY_ABOVE, -inf included
  * (the callers handle NaN, +inf and the identity range). */
 static inline double FSP_K(fsp_softplus_tab)(double z) {
     double s1, s2, s, e;
@@ -230,7 +232,7 @@ static inline double FSP_K(fsp_softplus_tab)(double z) {
 
 /* sigmoid(z) as a double-double from the same table, a = -|z|: sigmoid(a_j + d) =
  * sigmoid(a_j) (1 + expm1(d)) / (1 + w) = sigmoid(a_j) + w (1 - sigmoid(a_j)) / (1 + w), one
- * division; 1 minus that for z >= 0.  Below a = -SP_TAB_SHIFT (k < 0): for z < 0, 2**k *
+ * division; 1 minus that for z >= 0.  Below a = -SP_TAB_SHIFT - ln2/2 (k < 0): for z < 0, 2**k *
  * sigmoid(a') (to 2**-64: e**a' < 2**-64) rounded once, lo = 0 (2**k * lo would underflow); for
  * z > 0, exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on). */
 static inline void FSP_K(fsp_sigmoid_tab)(double z, double *q_hi, double *q_lo) {
