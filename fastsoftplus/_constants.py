@@ -89,9 +89,8 @@ LOG_U_MIN = float.fromhex("0x1p-64")
 # exp and the division and double-double log of the general path: serial float64 softplus 5.0 ->
 # 2.6-2.8 ns/element (AVX-512, one core).
 # Below a = -SP_TAB_SHIFT - ln2/2, a = k*ln2 + a' (k < 0) with a' within ln2/2 of -SP_TAB_SHIFT,
-# and L(a) =
-# 2**k * L(a'), sigmoid(a) = 2**k * sigmoid(a') to 2**-64 relative (both are t'(1 + O(t')), t' =
-# e**a' < 2**-64).
+# and L(a) = 2**k * L(a'), sigmoid(a) = 2**k * sigmoid(a') to 2**-64 relative (both are
+# t'(1 + O(t')), t' = e**a' < 2**-64).
 # Error (both backends, tests/test_accuracy.py): the final rounding plus < 0.1 ulp (max 0.567 ulp
 # for normal results of softplus, 0.589 of sigmoid; subnormal ones round twice, in the 2**k
 # scaling: max 0.75 ulp).

@@ -40,10 +40,9 @@ _INF = math.inf
 _LN2 = LN2_HI + LN2_LO
 _SHIFT_BITS = int(np.float64(ROUND_SHIFT).view(np.int64))
 _SCALE_UP = 2.0 ** SCALE_UP_EXP
-#: The float64 softplus table (numba freezes global arrays into the compiled code as constants).
-_SP_TABLES = generated_tables()
-_SP_L_HI, _SP_L_LO, _SP_SIGMA, _SP_SIGMA_LO = (
-    np.array(_SP_TABLES[name]) for name in ("SP_L_HI", "SP_L_LO", "SP_SIGMA", "SP_SIGMA_LO"))
+#: The float64 softplus/sigmoid table (numba freezes global arrays into the compiled code).
+_SP_L_HI, _SP_L_LO, _SP_SIGMA, _SP_SIGMA_LO = map(np.array, map(generated_tables().get, (
+    "SP_L_HI", "SP_L_LO", "SP_SIGMA", "SP_SIGMA_LO")))
 
 
 @intrinsic
@@ -71,7 +70,8 @@ def wide_vectors(typingctx):
     uses 512 bits. For these compute-bound loops 512 bits measured faster on the CI machine's Xeon
     (LLVM host CPU "rocketlake"), one thread, n = 1e5, ns/element 256 -> 512 bits: softplus
     float32 2.89 -> 2.40, grad float32 1.80 -> 1.44, softplus float64 14.2 -> 8.7, grad float64
-    6.8 -> 3.2 (the double-double float64 kernels of the time). A CPU without AVX-512 keeps its widest legal vectors: the attribute is a preference."""
+    6.8 -> 3.2 (the double-double float64 kernels of the time). A CPU without AVX-512 keeps its
+    widest legal vectors: the attribute is a preference."""
     def codegen(context, builder, signature, args):
         # llvmlite's attribute set checks names against a fixed list without key="value" pairs:
         # add to the underlying set, which is written out verbatim in the function's definition
@@ -226,11 +226,12 @@ def _tab_reduce(z):
     a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
     b = a + SP_TAB_SHIFT
     b = b if b < 0.0 else 0.0
-    kd = fma(b, INV_LN2, ROUND_SHIFT) - ROUND_SHIFT
+    kd_s = fma(b, INV_LN2, ROUND_SHIFT)
+    kd = kd_s - ROUND_SHIFT
     ap = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47
     jd_s = ap * -float(SP_TAB_SCALE) + ROUND_SHIFT  # j = round(-a' * SCALE)
     jd = jd_s - ROUND_SHIFT
-    s1, s2 = _pow2(_as_i64(kd + ROUND_SHIFT) - _SHIFT_BITS)
+    s1, s2 = _pow2(_as_i64(kd_s) - _SHIFT_BITS)
     d = (ap + jd * (1.0 / SP_TAB_SCALE)) + -kd * LN2_LO  # a' - a_j is exact
     return d, _as_i64(jd_s) - _SHIFT_BITS, s1, s2
 

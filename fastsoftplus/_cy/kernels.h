@@ -199,12 +199,12 @@ static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, dou
     a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
     double b = a + FSP_SP_TAB_SHIFT;
     b = b < 0.0 ? b : 0.0;
-    double kd = FSP_FMA(b, FSP_INV_LN2, FSP_ROUND_SHIFT) - FSP_ROUND_SHIFT;
+    double kd_s = FSP_FMA(b, FSP_INV_LN2, FSP_ROUND_SHIFT), kd = kd_s - FSP_ROUND_SHIFT;
     double ap = a - kd * FSP_LN2_HI; /* exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47 */
     double jd_s = ap * -(double)FSP_SP_TAB_SCALE + FSP_ROUND_SHIFT; /* j = round(-a' * SCALE) */
     double jd = jd_s - FSP_ROUND_SHIFT;
     *j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
-    int32_t k = (int32_t)(FSP_K(fsp_as_i64)(kd + FSP_ROUND_SHIFT) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT));
+    int32_t k = (int32_t)(FSP_K(fsp_as_i64)(kd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT));
     FSP_K(fsp_pow2)(k, s1, s2);
     return (ap + jd * (1.0 / FSP_SP_TAB_SCALE)) + -kd * FSP_LN2_LO; /* a' - a_j is exact */
 }
