@@ -13,7 +13,9 @@ float64 goes through double-double intermediates (error well under 1 ulp; softpl
 a double-double table and short series instead of exp and log); float32 is evaluated
 in float64 with shorter polynomials and rounded once, except for beta == 1 (the loops' common
 case): softplus1_f32, grad1_f32 and backward1_f32 compute in float32 with float-float corrections
-(twice the SIMD lanes; max 0.82 ulp).
+(twice the SIMD lanes; max 0.82 ulp).  softplus1p_f32/f64, grad1p_*, backward1p_*: the plain
+variants (the same bits for inputs in the plain range of _constants.py, without edge handling),
+which the loops of _numba.py pick per block after a scan with ``within``.
 """
 import math
 
@@ -26,7 +28,7 @@ from numba.extending import intrinsic
 from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
-    LOG_SCALE_BELOW, LOG_U_MIN, ROUND_SHIFT, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
+    LOG_SCALE_BELOW, LOG_U_MIN, PLAIN_MIN_F32, PLAIN_MIN_F64, ROUND_SHIFT, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
     SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, generated_tables,
 )
 
@@ -218,11 +220,16 @@ def _atanh_log(m, n_hi, n_lo, d_hi, d_lo):
 
 
 @njit(inline="always")
-def _tab_reduce(z):
+def _tab_reduce(z, edges):
     """The table reduction of _constants.py (SP_ section), as kernels.h's fsp_tab_reduce: a = -|z|
     (clamped at EXP_ARG_MIN) = kd*ln2 + a_j + d, a_j = -j/SP_TAB_SCALE, kd = 0 unless a is below
-    -SP_TAB_SHIFT - ln2/2. Returns d, j and 2**kd as two normal factors."""
+    -SP_TAB_SHIFT - ln2/2. Returns d, j and 2**kd as two normal factors. ``edges`` False (a
+    compile-time constant): z in the plain range only (PLAIN_MIN_F64), kd = 0, the same bits."""
     a = -abs(z)
+    if not edges:
+        jd_s = a * -float(SP_TAB_SCALE) + ROUND_SHIFT
+        jd = jd_s - ROUND_SHIFT
+        return a + jd * (1.0 / SP_TAB_SCALE), _as_i64(jd_s) - _SHIFT_BITS, 1.0, 1.0
     a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
     b = a + SP_TAB_SHIFT
     b = b if b < 0.0 else 0.0
@@ -243,32 +250,37 @@ def _tab_w(d, j):
 
 
 @njit(inline="always")
-def _softplus_tab(z):
+def _softplus_tab(z, edges):
     """softplus(z) in double from the table (L(a) = log1p(e**a), a = -|z|): L(a_j + d) = L(a_j) +
     log1p(w), and below a = -SP_TAB_SHIFT - ln2/2, 2**k * L(a'). For z < IDENTITY_ABOVE, -inf included
-    (the caller handles NaN, +inf and the identity range, so no invalid-operation flag is raised)."""
-    d, j, s1, s2 = _tab_reduce(z)
+    (the caller handles NaN, +inf and the identity range, so no invalid-operation flag is raised).
+    ``edges`` False: z in the plain range only, without the 2**k steps (the same bits)."""
+    d, j, s1, s2 = _tab_reduce(z, edges)
     w = _tab_w(d, j)
     lw = fma(w * w, _horner(w, SP_LOG1P_C), w)
     # max(z, 0) + L_HI exactly, then the rest; times 2**k, which is 1 wherever z > 0, and rounds
     # only where the result is subnormal (two normal factors)
     s, e = _two_sum(z if z > 0.0 else 0.0, _SP_L_HI[j])
-    return (s + (e + (_SP_L_LO[j] + lw))) * s1 * s2
+    res = s + (e + (_SP_L_LO[j] + lw))
+    return res * s1 * s2 if edges else res
 
 
 @njit(inline="always")
-def _sigmoid_tab(z):
+def _sigmoid_tab(z, edges):
     """sigmoid(z) as a double-double from the same table, a = -|z|: sigmoid(a_j + d) =
     sigmoid(a_j) + w (1 - sigmoid(a_j)) / (1 + w), one division; 1 minus that for z >= 0. Below
     a = -SP_TAB_SHIFT - ln2/2 (k < 0): for z < 0, 2**k * sigmoid(a') rounded once, lo = 0; for z > 0,
-    exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on)."""
-    d, j, s1, s2 = _tab_reduce(z)
+    exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on). ``edges`` False: the plain range only, as
+    for _softplus_tab (k = 0: nothing is scaled)."""
+    d, j, s1, s2 = _tab_reduce(z, edges)
     w = _tab_w(d, j)
     sig = _SP_SIGMA[j]
     corr = (w * (1.0 - sig)) / (1.0 + w) + _SP_SIGMA_LO[j]
     g_hi, g_lo = _fast_two_sum(sig, corr)  # |corr| < sig/30
     h, l = _fast_two_sum(1.0, -g_hi)  # g_hi <= 1/2
     pos = z >= 0.0
+    if not edges:
+        return (h if pos else g_hi), (l - g_lo if pos else g_lo)
     scaled = s1 < 1.0  # k < 0
     # times 0 for z >= 0, not 2**k: an exact 0, no underflowing product where it is not used
     once = (g_hi + g_lo) * s1 * (0.0 if pos else s2)
@@ -320,10 +332,16 @@ def _quiet(z):
 
 
 @njit(inline="always")
+def _times_dd(g, q, q_lo):
+    """g * (q + q_lo); an infinite g takes g*q alone: g*q_lo would add inf - inf (or inf*0)."""
+    return fma(g, q, g * q_lo) if abs(_quiet(g)) < _INF else g * q
+
+
+@njit(inline="always")
 def softplus_f64(x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    res = _softplus_tab(zs if zs < IDENTITY_ABOVE else 0.0) / beta
+    res = _softplus_tab(zs if zs < IDENTITY_ABOVE else 0.0, True) / beta
     res = x if zs >= IDENTITY_ABOVE else res
     res = x if zs > threshold else res
     return z if z != z else res
@@ -333,7 +351,7 @@ def softplus_f64(x, beta, threshold):
 def grad_f64(x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    q, q_lo = _sigmoid_tab(zs)
+    q, q_lo = _sigmoid_tab(zs, True)
     res = 1.0 if zs > threshold else q + q_lo
     return z if z != z else res
 
@@ -342,11 +360,31 @@ def grad_f64(x, beta, threshold):
 def backward_f64(g, x, beta, threshold):
     z = x * beta
     zs = _quiet(z)
-    q, q_lo = _sigmoid_tab(zs)
-    gs = _quiet(g)  # an infinite g takes g*q alone: g*q_lo would add inf - inf (or inf*0)
-    res = fma(g, q, g * q_lo) if abs(gs) < _INF else g * q
+    q, q_lo = _sigmoid_tab(zs, True)
+    res = _times_dd(g, q, q_lo)
     res = g if zs > threshold else res
     return z if z != z else res
+
+
+# The plain variants, beta == 1 (the loops pick them for blocks whose every x lies in the plain
+# range of _constants.py, PLAIN_MIN_F64 < x < min(IDENTITY_ABOVE, threshold)): the bits of the
+# full kernels, without their clamps, 2**k scaling and NaN/identity/threshold selects.
+
+@njit(inline="always")
+def softplus1p_f64(x, threshold):
+    return _softplus_tab(x, False)
+
+
+@njit(inline="always")
+def grad1p_f64(x, threshold):
+    q, q_lo = _sigmoid_tab(x, False)
+    return q + q_lo
+
+
+@njit(inline="always")
+def backward1p_f64(g, x, threshold):
+    q, q_lo = _sigmoid_tab(x, False)
+    return _times_dd(g, q, q_lo)
 
 
 @njit(inline="always")
@@ -499,31 +537,36 @@ _LOG_CF32 = tuple(np.float32(c) for c in LOG_CF32)
 
 
 @njit(inline="always")
-def _exp_f32(a, a_once):
+def _exp_f32(a, a_once, edges):
     """exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid where e >= F32_TINY
     (and normal everywhere); once = e rounded once, right down to subnormals, where a_once >
-    F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow)."""
+    F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow).
+    ``edges`` False: a in (PLAIN_MIN_F32, 0] only; no clamp, and once is not computed (0)."""
     kf = fma(a, _F_INV_LN2, _F_SHIFT) - _F_SHIFT
     r = fma(kf, -_F_LN2_HI, a)  # exact (see _constants.py)
     rl = kf * -_F_LN2_LO  # exp(r + rl) = exp(r)(1 + rl)
     tail = fma(r * r, _horner(r, _EXP_CF32), fma(rl, r, rl))
     s_hi, s_lo = _fast_two_sum(_F1, r)
     v_hi, v_lo = _fast_two_sum(s_hi, s_lo + tail)  # renormalised: |v_lo| <= ulp(v_hi)/2
-    kc = kf if kf > _F_KC_MIN else _F_KC_MIN  # keeps e_hi, e_lo finite below
+    kc = kf if not edges or kf > _F_KC_MIN else _F_KC_MIN  # keeps e_hi, e_lo finite below
     sc = _pow2f(kc)
+    if not edges:
+        return v_hi * sc, v_lo * sc, _F0
     # times 0, not 2**-64, where once is not wanted: an exact 0, no underflowing product
     down = _F_SUB_DOWN if a_once > _F_ARG_MIN else _F0
     return v_hi * sc, v_lo * sc, v_hi * _pow2f(kf + _F_SUB_UP) * down
 
 
 @njit(inline="always")
-def softplus1_f32(x, threshold):
-    """softplus(x) for float32 x, beta == 1, evaluated in float32."""
+def _softplus1_f32_e(x, threshold, edges):
+    """softplus(x) for float32 x, beta == 1, evaluated in float32. ``edges`` False: the plain
+    variant, for x in (PLAIN_MIN_F32, min(IDENTITY_ABOVE, threshold)) only (the loops check each
+    block): the same bits without the clamps, the once-rounded path and the final selects."""
     # min(x, IDENTITY_ABOVE) with a NaN becoming IDENTITY_ABOVE: no NaN or inf reaches the
     # arithmetic (no inf - inf); lanes with x >= IDENTITY_ABOVE or NaN return x at the end
-    zc = x if x < _F_IDENTITY else _F_IDENTITY
+    zc = x if not edges or x < _F_IDENTITY else _F_IDENTITY
     a = -abs(zc)
-    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, a)
+    e_hi, e_lo, once = _exp_f32(a if not edges or a > _F_ARG_MIN else _F_ARG_MIN, a, edges)
     # log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo
     d_hi, d_lo = _fast_two_sum(_F2, e_hi)
     d_lo += e_lo
@@ -540,6 +583,8 @@ def softplus1_f32(x, threshold):
     small = l_hi if zp > l_hi else zp
     s, err = _fast_two_sum(big, small)
     res = s + (err + l_lo)
+    if not edges:
+        return res
     tiny = res if zc > _F0 else once  # log1p(e) == e to 2**-41: keeps subnormals once-rounded
     res = tiny if once < _F_TINY else res
     res = res if x < _F_IDENTITY else x  # and NaN
@@ -547,13 +592,25 @@ def softplus1_f32(x, threshold):
 
 
 @njit(inline="always")
-def _sigmoid_f32(x):
+def softplus1_f32(x, threshold):
+    return _softplus1_f32_e(x, threshold, True)
+
+
+@njit(inline="always")
+def softplus1p_f32(x, threshold):
+    return _softplus1_f32_e(x, threshold, False)
+
+
+@njit(inline="always")
+def _sigmoid_f32(x, edges):
     """sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the
     quotient corrected by its exact residual (one division). A NaN x gives some finite value
-    (a = NaN clamps to F32_EXP_ARG_MIN); the callers return x."""
+    (a = NaN clamps to F32_EXP_ARG_MIN); the callers return x. ``edges`` False: x in the plain
+    range only."""
     a = -abs(x)
     pos = x >= _F0  # once only for x < 0: for x >= 0 it could be subnormal, unused
-    e_hi, e_lo, once = _exp_f32(a if a > _F_ARG_MIN else _F_ARG_MIN, _F_ARG_MIN if pos else a)
+    e_hi, e_lo, once = _exp_f32(a if not edges or a > _F_ARG_MIN else _F_ARG_MIN,
+                                _F_ARG_MIN if pos else a, edges)
     d_hi, d_lo = _fast_two_sum(_F1, e_hi)
     d_lo += e_lo
     n_hi = _F1 if pos else e_hi
@@ -561,19 +618,59 @@ def _sigmoid_f32(x):
     inv = _F1 / d_hi
     q = n_hi * inv
     res = q + fma(-q, d_lo, fma(-q, d_hi, n_hi) + n_lo) * inv
+    if not edges:
+        return res
     tiny = res if pos else once  # e/(1 + e) == e to 2**-40: subnormals once-rounded
     return tiny if once < _F_TINY else res
 
 
 @njit(inline="always")
 def grad1_f32(x, threshold):
-    res = _sigmoid_f32(x)
+    res = _sigmoid_f32(x, True)
     res = _F1 if x > threshold else res
     return x if x != x else res
 
 
 @njit(inline="always")
 def backward1_f32(g, x, threshold):
-    res = g * _sigmoid_f32(x)  # the product of two floats rounds once, as in backward_f32
+    res = g * _sigmoid_f32(x, True)  # the product of two floats rounds once, as in backward_f32
     res = g if x > threshold else res
     return x if x != x else res
+
+
+# the plain variants (see _softplus1_f32_e)
+@njit(inline="always")
+def grad1p_f32(x, threshold):
+    return _sigmoid_f32(x, False)
+
+
+@njit(inline="always")
+def backward1p_f32(g, x, threshold):
+    return g * _sigmoid_f32(x, False)
+
+
+# ---------------------------------------------------------------- the plain range (loops, beta == 1)
+
+@njit(inline="always")
+def within(x, i0, m, lo, hi):
+    """True if every x[i0 + i], 0 <= i < m, lies in (lo, hi), False if any does not or is NaN:
+    one compare and OR per element, no early exit (which would keep the loop scalar)."""
+    bad = False
+    for i in range(m):
+        v = x[i0 + i]
+        bad |= not ((v > lo) & (v < hi))
+    return not bad
+
+
+_F_PLAIN_MIN = np.float32(PLAIN_MIN_F32)
+
+
+@njit(inline="always")
+def plain_range_f32(threshold):
+    """(lo, hi) of the float32 plain range: (PLAIN_MIN_F32, min(IDENTITY_ABOVE, threshold))."""
+    return _F_PLAIN_MIN, threshold if threshold < _F_IDENTITY else _F_IDENTITY
+
+
+@njit(inline="always")
+def plain_range_f64(threshold):
+    return PLAIN_MIN_F64, threshold if threshold < IDENTITY_ABOVE else IDENTITY_ABOVE

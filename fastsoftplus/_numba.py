@@ -61,6 +61,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _api, _dispatch
+from ._constants import PLAIN_BLOCK
 
 try:
     import numba
@@ -329,6 +330,25 @@ def _k1_inverse(y, threshold):
     raise NotImplementedError("numba-only stub")
 
 
+# The plain variants (beta == 1, x in the plain range of _constants.py; the same bits) and
+# _plain_range(threshold) -> (lo, hi, has_plain): where has_plain is False (float32 without FMA,
+# evaluated in float64) the loops skip the scan and _k1p_* is the full kernel.
+def _k1p_softplus(x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _k1p_grad(x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _k1p_backward(g, x, threshold):
+    raise NotImplementedError("numba-only stub")
+
+
+def _plain_range(threshold):
+    raise NotImplementedError("numba-only stub")
+
+
 _registered = False
 
 
@@ -389,6 +409,37 @@ def _register_kernels() -> None:
         return typer
 
     fma = _target_has_fma()
+
+    def plain_range(threshold):
+        if threshold == types.float32 and fma:
+            return lambda threshold: K.plain_range_f32(threshold) + (True,)
+        if threshold == types.float32:
+            return lambda threshold: K.plain_range_f32(threshold) + (False,)
+        return lambda threshold: K.plain_range_f64(threshold) + (True,)
+
+    overload(_plain_range, inline="always")(plain_range)
+
+    def plain_unary(k32p: Any, k64p: Any, full: Any) -> Callable:
+        def typer(x, threshold):
+            if x == types.float32 and not fma:  # never called: has_plain is False
+                return lambda x, threshold: full(x, threshold)
+            k = k32p if x == types.float32 else k64p
+            return lambda x, threshold: k(x, threshold)
+        return typer
+
+    def plain_binary(k32p: Any, k64p: Any, full: Any) -> Callable:
+        def typer(g, x, threshold):
+            if x == types.float32 and not fma:
+                return lambda g, x, threshold: full(g, x, threshold)
+            k = k32p if x == types.float32 else k64p
+            return lambda g, x, threshold: k(g, x, threshold)
+        return typer
+
+    overload(_k1p_softplus, inline="always")(
+        plain_unary(K.softplus1p_f32, K.softplus1p_f64, _k1_softplus))
+    overload(_k1p_grad, inline="always")(plain_unary(K.grad1p_f32, K.grad1p_f64, _k1_grad))
+    overload(_k1p_backward, inline="always")(
+        plain_binary(K.backward1p_f32, K.backward1p_f64, _k1_backward))
     for generic, one, make, make1, k32, k64, k32_1 in [
             (_k_softplus, _k1_softplus, unary, unary1, K.softplus_f32, K.softplus_f64,
              K.softplus1_f32),
@@ -398,8 +449,9 @@ def _register_kernels() -> None:
             (_k_inverse, _k1_inverse, unary, unary1, K.inverse_f32, K.inverse_f64, None)]:
         overload(generic, inline="always")(make(k32, k64))
         overload(one, inline="always")(make1(k32, k64, k32_1 if fma else None))
-    global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse, _wide_vectors
+    global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse, _wide_vectors, _within
     _wide_vectors = K.wide_vectors
+    _within = K.within
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
     _blk_grad = numba.njit(**opts)(_ser_grad)
@@ -415,11 +467,23 @@ def _register_kernels() -> None:
 # different signatures to one index at once could pair a key with the other's data file.
 # --------------------------------------------------------------------------------------------
 
+# beta == 1: blocks of PLAIN_BLOCK, each through the plain kernel where every x of the block lies
+# in the plain range, else through the full one (as fsp_variant.h's FSP_PLAIN_BLOCKS).
+
 def _ser_softplus(x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
-        for i in range(out.shape[0]):
-            out[i] = _k1_softplus(x[i], threshold)
+        lo, hi, has_plain = _plain_range(threshold)
+        n = out.shape[0]
+        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
+            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
+            if has_plain and _within(x, i0, m, lo, hi):
+                for i in range(m):
+                    out[i0 + i] = _k1p_softplus(x[i0 + i], threshold)
+            else:
+                for i in range(m):
+                    out[i0 + i] = _k1_softplus(x[i0 + i], threshold)
     else:
         for i in range(out.shape[0]):
             out[i] = _k_softplus(x[i], beta, threshold)
@@ -428,8 +492,17 @@ def _ser_softplus(x, out, beta, threshold):
 def _ser_grad(x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
-        for i in range(out.shape[0]):
-            out[i] = _k1_grad(x[i], threshold)
+        lo, hi, has_plain = _plain_range(threshold)
+        n = out.shape[0]
+        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
+            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
+            if has_plain and _within(x, i0, m, lo, hi):
+                for i in range(m):
+                    out[i0 + i] = _k1p_grad(x[i0 + i], threshold)
+            else:
+                for i in range(m):
+                    out[i0 + i] = _k1_grad(x[i0 + i], threshold)
     else:
         for i in range(out.shape[0]):
             out[i] = _k_grad(x[i], beta, threshold)
@@ -438,8 +511,17 @@ def _ser_grad(x, out, beta, threshold):
 def _ser_backward(g, x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
-        for i in range(out.shape[0]):
-            out[i] = _k1_backward(g[i], x[i], threshold)
+        lo, hi, has_plain = _plain_range(threshold)
+        n = out.shape[0]
+        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
+            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
+            if has_plain and _within(x, i0, m, lo, hi):
+                for i in range(m):
+                    out[i0 + i] = _k1p_backward(g[i0 + i], x[i0 + i], threshold)
+            else:
+                for i in range(m):
+                    out[i0 + i] = _k1_backward(g[i0 + i], x[i0 + i], threshold)
     else:
         for i in range(out.shape[0]):
             out[i] = _k_backward(g[i], x[i], beta, threshold)
@@ -493,8 +575,10 @@ def _par_inverse(y, out, beta, threshold, bs):
         _blk_inverse(y[lo:hi], out[lo:hi], beta, threshold)
 
 
-# _nbkernels.wide_vectors (512-bit vectors in the loops that call it); set on first use
+# _nbkernels.wide_vectors (512-bit vectors in the loops that call it) and .within (the plain-range
+# scan); set on first use
 _wide_vectors: Any = None
+_within: Any = None
 # numba dispatchers of the serial loops (any dtype), called by the parallel kernels; set on first use
 _blk_softplus: Any = None
 _blk_grad: Any = None

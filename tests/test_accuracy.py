@@ -345,6 +345,54 @@ def test_backends_bitwise_equal_float64():
             assert same.all(), (func, beta, threshold, args[-1][~same][:5], c[~same][:5], n[~same][:5])
 
 
+def _plain_inputs(dtype: type, hi: float, n: int, seed: int) -> np.ndarray:
+    """n inputs in the plain range (PLAIN_MIN, hi) of _constants.py: uniform, log-uniform
+    magnitudes of both signs down to the smallest subnormal, and the range's own edges."""
+    from fastsoftplus import _constants as C
+    lo = C.PLAIN_MIN_F32 if dtype == np.float32 else C.PLAIN_MIN_F64
+    rng = np.random.default_rng(seed)
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    mags = np.exp(rng.uniform(math.log(tiny), math.log(min(-lo, hi)), n // 2))
+    x = np.concatenate([rng.uniform(lo, hi, n - n // 2 - 8), mags * rng.choice([-1.0, 1.0], mags.size),
+                        [0.0, -0.0, tiny, -tiny, 1.0, -1.0, lo, hi]]).astype(dtype)
+    x[-2:] = np.nextafter(x[-2:], dtype(0))  # just inside (lo, hi)
+    return rng.permutation(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_blocks_match_full_kernels(dtype):
+    """The loops send each block of PLAIN_BLOCK inputs that all lie in the plain range through
+    kernels without their edge handling (_constants.py, PLAIN_BLOCK): the results must be the full
+    kernels' bit for bit. The same inputs with one NaN per block take the full kernels; every
+    backend, softplus/grad/backward with beta 1, thresholds 20, 1 and none (and for both compiled
+    backends, where the C variant has an FMA, the plain results agree between them)."""
+    from fastsoftplus._constants import IDENTITY_ABOVE, PLAIN_BLOCK
+    itype = np.int32 if dtype == np.float32 else np.int64
+    for threshold in [20.0, 1.0, None]:
+        hi = min(IDENTITY_ABOVE, math.inf if threshold is None else threshold)
+        x = _plain_inputs(dtype, hi, PLAIN_BLOCK * 64, seed=7)
+        g = np.random.default_rng(8).standard_normal(x.size).astype(dtype)
+        x_full = x.copy()
+        x_full[::PLAIN_BLOCK] = np.nan
+        keep = ~np.isnan(x_full)
+        plain_by_backend = {}
+        for backend in fsp.available_backends():
+            for func in ["softplus", "softplus_grad", "softplus_backward"]:
+                f = getattr(fsp, func)
+                plain, full = ((f(g, v, 1.0, threshold, backend=backend) if func == "softplus_backward"
+                                else f(v, 1.0, threshold, backend=backend)) for v in (x, x_full))
+                same = plain[keep].view(itype) == full[keep].view(itype)
+                assert same.all(), (backend, func, threshold, x[keep][~same][:5],
+                                    plain[keep][~same][:5], full[keep][~same][:5])
+                plain_by_backend[backend, func] = plain
+        if set(COMPILED) == {"cython", "numba"}:
+            from fastsoftplus._cy import _ext
+            if _ext.get_simd() in ("avx512", "avx2"):
+                for func in ["softplus", "softplus_grad", "softplus_backward"]:
+                    c, n = plain_by_backend["cython", func], plain_by_backend["numba", func]
+                    assert (c.view(itype) == n.view(itype)).all(), (func, threshold)
+
+
 def test_inverse_underflowing_product():
     """beta*y below the normal range (found by the stress fuzz: y=2.2e-308, beta=1e-300): the
     kernels take log of the exact, rescaled product, for any y and beta down to 2**-1074."""

@@ -9,6 +9,8 @@
  *       the contiguous SIMD loop over the inline kernel FSP_K(fsp_F_S) from kernels.h; x == y
  *       (in place) is allowed: `GCC ivdep` tells the vectorizer that there is no loop-carried
  *       dependence, so no run-time alias check sends the in-place case down the scalar path;
+ *       with beta == 1, blocks of PLAIN_BLOCK whose inputs all lie in the plain range run the
+ *       plain kernel fsp_F1p_S (FSP_PLAIN_BLOCKS);
  *   void fsp_loopv_F_S(const T *x, const T *beta, const T *thr, T *y, npy_intp n)
  *       the same with per-element beta/threshold;
  *   range functions (fsp_range_fn) over the ufunc arguments, for index range [start, end):
@@ -73,10 +75,51 @@
     } while (0)
 #define FSP_MIN_BLOCK(rest) ((rest) < FSP_BLOCK ? (rest) : (npy_intp)FSP_BLOCK)
 
+/* 1 if every x[i] lies in (lo, hi), 0 if any does not or is NaN: one vector compare and OR
+ * per vector, no early exit (which would keep the loop scalar). */
+#define FSP_DEFINE_WITHIN(T, S)                                                                \
+static inline int FSP_K(fsp_within_##S)(const T *x, npy_intp m, T lo, T hi)                   \
+{                                                                                              \
+    int out = 0;                                                                               \
+    for (npy_intp i = 0; i < m; i++)                                                           \
+        out |= !(x[i] > lo && x[i] < hi);                                                      \
+    return !out;                                                                               \
+}
+
+/* Blocks of PLAIN_BLOCK (_constants.py): a block whose every x lies in the plain range
+ * (PLAIN_MIN_S, min(IDENTITY_ABOVE, thr)) runs the plain kernel fsp_F1p_S, any other the full
+ * one (the same bits either way); BODY(K) is the loop body for the kernel named K. */
+#define FSP_PLAIN_MIN_f32 FSP_PLAIN_MIN_F32
+#define FSP_PLAIN_MIN_f64 FSP_PLAIN_MIN_F64
+#define FSP_PLAIN_BLOCKS(S, T, xs, n, thr, F1P, F1, BODY)                                      \
+    do {                                                                                       \
+        const T lo_ = (T)FSP_PLAIN_MIN_##S;                                                    \
+        const T hi_ = (thr) < (T)FSP_IDENTITY_ABOVE ? (thr) : (T)FSP_IDENTITY_ABOVE;           \
+        for (npy_intp i0 = 0; i0 < (n); i0 += FSP_PLAIN_BLOCK) {                               \
+            const npy_intp end_ = (n) - i0 < FSP_PLAIN_BLOCK ? (n) : i0 + FSP_PLAIN_BLOCK;     \
+            if (FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {                       \
+                FSP_IVDEP                                                                      \
+                for (npy_intp i = i0; i < end_; i++)                                           \
+                    BODY(F1P);                                                                 \
+            } else {                                                                           \
+                FSP_IVDEP                                                                      \
+                for (npy_intp i = i0; i < end_; i++)                                           \
+                    BODY(F1);                                                                  \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+#define FSP_UNARY_BODY(K) y[i] = FSP_K(K)(x[i], thr)
+#define FSP_BINARY_BODY(K) y[i] = FSP_K(K)(g[i], x[i], thr)
+
 /* ---- y = F(x; beta, thr): args x, beta, thr, out -------------------------------------- */
-#define FSP_DEFINE_UNARY(F, T, S)                                                              \
+/* PLAIN: 1 where F has a plain variant (the scan pays off), 0 where not */
+#define FSP_DEFINE_UNARY(F, T, S, PLAIN)                                                       \
 static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *x, T *y, npy_intp n, T beta, T thr)            \
 {                                                                                              \
+    if (beta == (T)1 && (PLAIN)) {                                                             \
+        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_UNARY_BODY);    \
+        return;                                                                                \
+    }                                                                                          \
     if (beta == (T)1) { /* the common case: beta*x and /beta fold away (no vector division) */ \
         FSP_IVDEP                                                                              \
         for (npy_intp i = 0; i < n; i++)                                                       \
@@ -161,10 +204,14 @@ static void FSP_K(fsp_chunk_##F##_f16)(char **args, const npy_intp *steps,      
 }
 
 /* ---- y = g * grad(x; beta, thr): args g, x, beta, thr, out ------------------------------ */
-#define FSP_DEFINE_BINARY(F, T, S)                                                             \
+#define FSP_DEFINE_BINARY(F, T, S, PLAIN)                                                      \
 static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *g, const T *x, T *y, npy_intp n,               \
                                        T beta, T thr)                                          \
 {                                                                                              \
+    if (beta == (T)1 && (PLAIN)) {                                                             \
+        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_BINARY_BODY);   \
+        return;                                                                                \
+    }                                                                                          \
     if (beta == (T)1) {                                                                        \
         FSP_IVDEP                                                                              \
         for (npy_intp i = 0; i < n; i++)                                                       \
@@ -259,17 +306,19 @@ static void FSP_K(fsp_chunk_##F##_f16)(char **args, const npy_intp *steps,      
 #endif /* FSP_VARIANT_MACROS */
 
 /* ---- this variant's instances (expanded with the current FSP_K) ------------------------- */
-FSP_DEFINE_UNARY(softplus, float, f32)
-FSP_DEFINE_UNARY(softplus, double, f64)
+FSP_DEFINE_WITHIN(float, f32)
+FSP_DEFINE_WITHIN(double, f64)
+FSP_DEFINE_UNARY(softplus, float, f32, FSP_HAS_PLAIN_F32)
+FSP_DEFINE_UNARY(softplus, double, f64, 1)
 FSP_DEFINE_UNARY_F16(softplus)
-FSP_DEFINE_UNARY(grad, float, f32)
-FSP_DEFINE_UNARY(grad, double, f64)
+FSP_DEFINE_UNARY(grad, float, f32, FSP_HAS_PLAIN_F32)
+FSP_DEFINE_UNARY(grad, double, f64, 1)
 FSP_DEFINE_UNARY_F16(grad)
-FSP_DEFINE_BINARY(backward, float, f32)
-FSP_DEFINE_BINARY(backward, double, f64)
+FSP_DEFINE_BINARY(backward, float, f32, FSP_HAS_PLAIN_F32)
+FSP_DEFINE_BINARY(backward, double, f64, 1)
 FSP_DEFINE_BINARY_F16(backward)
-FSP_DEFINE_UNARY(inverse, float, f32)
-FSP_DEFINE_UNARY(inverse, double, f64)
+FSP_DEFINE_UNARY(inverse, float, f32, 0)
+FSP_DEFINE_UNARY(inverse, double, f64, 0)
 FSP_DEFINE_UNARY_F16(inverse)
 
 /* Indexed [function][loop]: loop 0 float16 (no contiguous fast path: it always converts through

@@ -17,6 +17,10 @@
  * shorter polynomials and rounded once, except for beta == 1 (fsp_*1_f32, with an FMA): float32
  * with float-float corrections, twice the SIMD lanes.  Compile with -ffp-contract=off: the error-free
  * transformations must not be contracted (fused multiply-adds are written out where wanted).
+ *
+ * fsp_F1p_S (softplus, grad, backward): the "plain" variants of the beta == 1 kernels, for inputs
+ * in the plain range of _constants.py only (PLAIN_BLOCK): the same bits without the edge handling
+ * (an `edges` argument, a constant, compiles it out).  fsp_variant.h's loops pick them per block.
  */
 #include <stdint.h>
 #include <string.h>
@@ -35,6 +39,11 @@
 #define FSP_BETA1_BINARY(F, T, S) \
     static inline T FSP_K(fsp_##F##1_##S)(T g, T x, T thr) { \
         return FSP_K(fsp_##F##_##S)(g, x, (T)1, thr); }
+/* fsp_F1p_S(x, thr) for the functions without a plain variant (the loops do not call it) */
+#define FSP_SAME_PLAIN_UNARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##1p_##S)(T x, T thr) { return FSP_K(fsp_##F##1_##S)(x, thr); }
+#define FSP_SAME_PLAIN_BINARY(F, T, S) \
+    static inline T FSP_K(fsp_##F##1p_##S)(T g, T x, T thr) { return FSP_K(fsp_##F##1_##S)(g, x, thr); }
 #define FSP_SAME_UNARY(F, T, S) \
     static inline T FSP_K(fsp_##F##v_##S)(T x, T beta, T thr) { \
         return FSP_K(fsp_##F##_##S)(x, beta, thr); }
@@ -194,8 +203,15 @@ static inline void FSP_K(fsp_atanh_log)(double m, double n_hi, double n_lo, doub
  * callers' rest (kd == 0 simplifies it) and then cannot vectorize their table loads (masked
  * gathers).  k is an int32, as in fsp_exp_core: the loops then run two interleaved streams
  * (softplus, C harness, one core: 3.4 vs 4.1 ns/element with an int64 k). */
-static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, double *s2) {
+static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, double *s2,
+                                           const int edges) {
     double a = -__builtin_fabs(z);
+    if (!edges) { /* the plain range (_constants.py PLAIN_MIN_F64): kd = 0, the same bits */
+        double jd_s = a * -(double)FSP_SP_TAB_SCALE + FSP_ROUND_SHIFT, jd = jd_s - FSP_ROUND_SHIFT;
+        *j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
+        *s1 = *s2 = 1.0;
+        return a + jd * (1.0 / FSP_SP_TAB_SCALE);
+    }
     a = a > FSP_EXP_ARG_MIN ? a : FSP_EXP_ARG_MIN;
     double b = a + FSP_SP_TAB_SHIFT;
     b = b < 0.0 ? b : 0.0;
@@ -217,34 +233,42 @@ static inline double FSP_K(fsp_tab_w)(double d, int64_t j) {
 
 /* softplus(z) in double from the table (L(a) = log1p(e**a), a = -|z|): L(a_j + d) = L(a_j) +
  * log1p(w), and below a = -SP_TAB_SHIFT - ln2/2, 2**k * L(a').  For z < IDENTITY_ABOVE, -inf included
- * (the callers handle NaN, +inf and the identity range). */
-static inline double FSP_K(fsp_softplus_tab)(double z) {
+ * (the callers handle NaN, +inf and the identity range); with edges == 0 only for z in the plain
+ * range (PLAIN_MIN_F64, IDENTITY_ABOVE), where it gives the same bits without the 2**k steps. */
+static inline double FSP_K(fsp_softplus_tab)(double z, const int edges) {
     double s1, s2, s, e;
     int64_t j;
-    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2); /* sets j: a statement of its own */
+    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2, edges); /* sets j: a statement of its own */
     double w = FSP_K(fsp_tab_w)(d, j);
     double lw = FSP_FMA(w * w, FSP_K(fsp_horner)(w, fsp_sp_log1p_c, FSP_LEN(fsp_sp_log1p_c)), w);
     /* max(z, 0) + L_HI exactly, then the rest; times 2**k, which is 1 wherever z > 0, and rounds
      * only where the result is subnormal (two normal factors) */
     FSP_K(fsp_two_sum)(z > 0.0 ? z : 0.0, fsp_sp_l_hi[j], &s, &e);
-    return (s + (e + (fsp_sp_l_lo[j] + lw))) * s1 * s2;
+    double res = s + (e + (fsp_sp_l_lo[j] + lw));
+    return edges ? res * s1 * s2 : res;
 }
 
 /* sigmoid(z) as a double-double from the same table, a = -|z|: sigmoid(a_j + d) =
  * sigmoid(a_j) (1 + expm1(d)) / (1 + w) = sigmoid(a_j) + w (1 - sigmoid(a_j)) / (1 + w), one
  * division; 1 minus that for z >= 0.  Below a = -SP_TAB_SHIFT - ln2/2 (k < 0): for z < 0, 2**k *
  * sigmoid(a') (to 2**-64: e**a' < 2**-64) rounded once, lo = 0 (2**k * lo would underflow); for
- * z > 0, exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on). */
-static inline void FSP_K(fsp_sigmoid_tab)(double z, double *q_hi, double *q_lo) {
+ * z > 0, exactly 1 (1 - e**-z rounds to 1 from z = 37.5 on).  edges == 0: the plain range only,
+ * as for fsp_softplus_tab (k = 0: nothing is scaled). */
+static inline void FSP_K(fsp_sigmoid_tab)(double z, double *q_hi, double *q_lo, const int edges) {
     double s1, s2, g_hi, g_lo, h, l;
     int64_t j;
-    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2); /* sets j: a statement of its own */
+    double d = FSP_K(fsp_tab_reduce)(z, &j, &s1, &s2, edges); /* sets j: a statement of its own */
     double w = FSP_K(fsp_tab_w)(d, j);
     double sig = fsp_sp_sigma[j];
     double corr = (w * (1.0 - sig)) / (1.0 + w) + fsp_sp_sigma_lo[j];
     FSP_K(fsp_fast_two_sum)(sig, corr, &g_hi, &g_lo); /* |corr| < sig/30 */
     FSP_K(fsp_fast_two_sum)(1.0, -g_hi, &h, &l);      /* g_hi <= 1/2 */
     int pos = z >= 0.0, scaled = s1 < 1.0;
+    if (!edges) {
+        *q_hi = pos ? h : g_hi;
+        *q_lo = pos ? l - g_lo : g_lo;
+        return;
+    }
     /* times 0 for z >= 0, not 2**k: an exact 0, no underflowing product where it is not used */
     double once = (g_hi + g_lo) * s1 * (pos ? 0.0 : s2);
     double neg_hi = scaled ? once : g_hi, neg_lo = scaled ? 0.0 : g_lo;
@@ -292,9 +316,14 @@ static inline double FSP_K(fsp_log_expm1_dd)(double z, double y, double beta) {
 
 static inline double FSP_K(fsp_quiet)(double z) { return z != z ? 0.0 : z; }
 
+/* g * (q + ql); an infinite g takes g*q alone: g*ql would add inf - inf (or inf*0) */
+static inline double FSP_K(fsp_times_dd)(double g, double q, double ql) {
+    return __builtin_fabs(FSP_K(fsp_quiet)(g)) < __builtin_inf() ? FSP_FMA(g, q, g * ql) : g * q;
+}
+
 static inline double FSP_K(fsp_softplus_f64)(double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z);
-    double res = FSP_K(fsp_softplus_tab)(zs < FSP_IDENTITY_ABOVE ? zs : 0.0) / beta;
+    double res = FSP_K(fsp_softplus_tab)(zs < FSP_IDENTITY_ABOVE ? zs : 0.0, 1) / beta;
     res = zs >= FSP_IDENTITY_ABOVE ? x : res; /* separate selects: GCC 12 vectorizes these */
     res = zs > thr ? x : res;
     return z != z ? z : res;
@@ -302,18 +331,39 @@ static inline double FSP_K(fsp_softplus_f64)(double x, double beta, double thr) 
 
 static inline double FSP_K(fsp_grad_f64)(double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
-    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql);
+    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql, 1);
     double res = zs > thr ? 1.0 : q + ql;
     return z != z ? z : res;
 }
 
 static inline double FSP_K(fsp_backward_f64)(double g, double x, double beta, double thr) {
     double z = x * beta, zs = FSP_K(fsp_quiet)(z), q, ql;
-    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql);
-    /* an infinite g takes g*q alone: g*ql would add inf - inf (or inf*0) */
-    double res = __builtin_fabs(FSP_K(fsp_quiet)(g)) < __builtin_inf() ? FSP_FMA(g, q, g * ql) : g * q;
+    FSP_K(fsp_sigmoid_tab)(zs, &q, &ql, 1);
+    double res = FSP_K(fsp_times_dd)(g, q, ql);
     res = zs > thr ? g : res;
     return z != z ? z : res;
+}
+
+/* The plain variants, beta == 1 (the loops pick them for blocks whose every x lies in the plain
+ * range of _constants.py, PLAIN_MIN_F64 < x < min(IDENTITY_ABOVE, thr)): the bits of the full
+ * kernels, without their clamps, 2**k scaling and NaN/identity/threshold selects. */
+static inline double FSP_K(fsp_softplus1p_f64)(double x, double thr) {
+    (void)thr;
+    return FSP_K(fsp_softplus_tab)(x, 0);
+}
+
+static inline double FSP_K(fsp_grad1p_f64)(double x, double thr) {
+    double q, ql;
+    (void)thr;
+    FSP_K(fsp_sigmoid_tab)(x, &q, &ql, 0);
+    return q + ql;
+}
+
+static inline double FSP_K(fsp_backward1p_f64)(double g, double x, double thr) {
+    double q, ql;
+    (void)thr;
+    FSP_K(fsp_sigmoid_tab)(x, &q, &ql, 0);
+    return FSP_K(fsp_times_dd)(g, q, ql);
 }
 
 /* log(expm1(z)) for z = beta*y (non-NaN zs, ys), z itself past IDENTITY_ABOVE, NaN for y <= 0. */
@@ -459,8 +509,10 @@ static inline float FSP_K(fsp_pow2f)(float kf) {
 
 /* exp(a) for a in [F32_EXP_ARG_MIN, 0]: (e_hi, e_lo) float-float, valid where e >= F32_TINY (and
  * normal everywhere); once = e rounded once, right down to subnormals, where a_once >
- * F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow). */
-static inline void FSP_K(fsp_exp_f32)(float a, float a_once, float *e_hi, float *e_lo, float *once) {
+ * F32_EXP_ARG_MIN, else 0 (a caller that does not need it passes F32_EXP_ARG_MIN: no underflow).
+ * edges == 0: a in (PLAIN_MIN_F32, 0] only; no clamp, and once is not computed (0). */
+static inline void FSP_K(fsp_exp_f32)(float a, float a_once, float *e_hi, float *e_lo, float *once,
+                                      const int edges) {
     const float shift = (float)FSP_F32_ROUND_SHIFT, kc_min = (float)FSP_F32_SCALE_MIN_EXP;
     float kf = __builtin_fmaf(a, (float)FSP_F32_INV_LN2, shift) - shift;
     float r = __builtin_fmaf(kf, -(float)FSP_F32_LN2_HI, a);   /* exact (see _constants.py) */
@@ -470,10 +522,13 @@ static inline void FSP_K(fsp_exp_f32)(float a, float a_once, float *e_hi, float 
     float s_hi = 1.0f + r, s_lo = r - (s_hi - 1.0f);            /* fast two-sums */
     float t_lo = s_lo + tail;
     float v_hi = s_hi + t_lo, v_lo = t_lo - (v_hi - s_hi);      /* renormalised: |v_lo| <= ulp(v_hi)/2 */
-    float kc = kf > kc_min ? kf : kc_min;                       /* keeps e_hi, e_lo finite below */
+    float kc = !edges || kf > kc_min ? kf : kc_min;             /* keeps e_hi, e_lo finite below */
     float sc = FSP_K(fsp_pow2f)(kc);
     *e_hi = v_hi * sc;
     *e_lo = v_lo * sc;
+    *once = 0.0f;
+    if (!edges)
+        return;
     /* times 0, not 2**-64, where once is not wanted: an exact 0, no underflowing product */
     float down = a_once > (float)FSP_F32_EXP_ARG_MIN ? FSP_K(fsp_as_f32)((127 - FSP_F32_SUB_SCALE_EXP) << 23) : 0.0f;
     *once = v_hi * FSP_K(fsp_pow2f)(kf + (float)FSP_F32_SUB_SCALE_EXP) * down;
@@ -484,15 +539,18 @@ static inline float FSP_K(fsp_neg_abs_f32)(float v) {
     return FSP_K(fsp_as_f32)(FSP_K(fsp_as_i32)(v) | (int32_t)0x80000000);
 }
 
-static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
+/* edges == 0: the plain variant, for x in (PLAIN_MIN_F32, min(IDENTITY_ABOVE, thr)) only (the
+ * loops check each block): the same bits without the clamps, the once-rounded path and the final
+ * selects. */
+static inline float FSP_K(fsp_softplus1_f32_e)(float x, float thr, const int edges) {
     /* min(x, IDENTITY_ABOVE) as minps computes it, so a NaN becomes IDENTITY_ABOVE: no NaN or
      * inf reaches the arithmetic (no inf - inf), and no separate NaN test is needed; the lanes
      * with x >= IDENTITY_ABOVE or NaN return x at the end. */
-    float zc = x < (float)FSP_IDENTITY_ABOVE ? x : (float)FSP_IDENTITY_ABOVE;
+    float zc = !edges || x < (float)FSP_IDENTITY_ABOVE ? x : (float)FSP_IDENTITY_ABOVE;
     float a = FSP_K(fsp_neg_abs_f32)(zc);
     float e_hi, e_lo, once;
-    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, a,
-                       &e_hi, &e_lo, &once);
+    FSP_K(fsp_exp_f32)(!edges || a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN, a,
+                       &e_hi, &e_lo, &once, edges);
     /* log1p(e) = 2 atanh(q), q = e/(2 + e) <= 1/3, kept as q + q_lo */
     float d_hi = 2.0f + e_hi, d_lo = (e_hi - (d_hi - 2.0f)) + e_lo;
     float inv = 1.0f / d_hi;
@@ -508,46 +566,77 @@ static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
     float big = zp > l_hi ? zp : l_hi, small = zp > l_hi ? l_hi : zp;
     float s = big + small, err = small - (s - big);             /* fast two-sum */
     float res = s + (err + l_lo);
+    if (!edges)
+        return res;
     float tiny = zc > 0.0f ? res : once;  /* log1p(e) == e to 2**-41: keeps subnormals once-rounded */
     res = once < (float)FSP_F32_TINY ? tiny : res;  /* separate selects: GCC 12 vectorizes these */
     res = x < (float)FSP_IDENTITY_ABOVE ? res : x;  /* and NaN */
     return x > thr ? x : res;
 }
 
+static inline float FSP_K(fsp_softplus1_f32)(float x, float thr) {
+    return FSP_K(fsp_softplus1_f32_e)(x, thr, 1);
+}
+
+static inline float FSP_K(fsp_softplus1p_f32)(float x, float thr) {
+    return FSP_K(fsp_softplus1_f32_e)(x, thr, 0);
+}
+
 /* sigmoid(x) for float32 x: 1/(1 + e) for x >= 0, e/(1 + e) below, e = exp(-|x|), the quotient
  * corrected by its exact residual (one division).  A NaN x gives some finite value (a = NaN
- * clamps to F32_EXP_ARG_MIN); the callers return x. */
-static inline float FSP_K(fsp_sigmoid_f32)(float x) {
+ * clamps to F32_EXP_ARG_MIN); the callers return x.  edges == 0: x in the plain range only. */
+static inline float FSP_K(fsp_sigmoid_f32)(float x, const int edges) {
     float a = FSP_K(fsp_neg_abs_f32)(x);
     float e_hi, e_lo, once;
     int pos = x >= 0.0f; /* once only for x < 0: for x >= 0 it could be subnormal, unused */
-    FSP_K(fsp_exp_f32)(a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
-                       pos ? (float)FSP_F32_EXP_ARG_MIN : a, &e_hi, &e_lo, &once);
+    FSP_K(fsp_exp_f32)(!edges || a > (float)FSP_F32_EXP_ARG_MIN ? a : (float)FSP_F32_EXP_ARG_MIN,
+                       pos ? (float)FSP_F32_EXP_ARG_MIN : a, &e_hi, &e_lo, &once, edges);
     float d_hi = 1.0f + e_hi, d_lo = (e_hi - (d_hi - 1.0f)) + e_lo;
     float n_hi = pos ? 1.0f : e_hi, n_lo = pos ? 0.0f : e_lo;
     float inv = 1.0f / d_hi;
     float q = n_hi * inv;
     float res = q + __builtin_fmaf(-q, d_lo, __builtin_fmaf(-q, d_hi, n_hi) + n_lo) * inv;
+    if (!edges)
+        return res;
     float tiny = pos ? res : once;        /* e/(1 + e) == e to 2**-40: subnormals once-rounded */
     return once < (float)FSP_F32_TINY ? tiny : res;
 }
 
 static inline float FSP_K(fsp_grad1_f32)(float x, float thr) {
-    float res = FSP_K(fsp_sigmoid_f32)(x);
+    float res = FSP_K(fsp_sigmoid_f32)(x, 1);
     res = x > thr ? 1.0f : res;
     return x != x ? x : res;
 }
 
 /* the product of two floats rounds once, as the float64 product of the general kernel does */
 static inline float FSP_K(fsp_backward1_f32)(float g, float x, float thr) {
-    float res = g * FSP_K(fsp_sigmoid_f32)(x);
+    float res = g * FSP_K(fsp_sigmoid_f32)(x, 1);
     res = x > thr ? g : res;
     return x != x ? x : res;
 }
+
+/* the plain variants (see fsp_softplus1_f32_e) */
+static inline float FSP_K(fsp_grad1p_f32)(float x, float thr) {
+    (void)thr;
+    return FSP_K(fsp_sigmoid_f32)(x, 0);
+}
+
+static inline float FSP_K(fsp_backward1p_f32)(float g, float x, float thr) {
+    (void)thr;
+    return g * FSP_K(fsp_sigmoid_f32)(x, 0);
+}
+#undef FSP_HAS_PLAIN_F32
+#define FSP_HAS_PLAIN_F32 1
 #else
 FSP_BETA1_UNARY(softplus, float, f32)
 FSP_BETA1_UNARY(grad, float, f32)
 FSP_BETA1_BINARY(backward, float, f32)
+/* the float64 evaluation has no plain variant: the loops skip the scan (these are never called) */
+FSP_SAME_PLAIN_UNARY(softplus, float, f32)
+FSP_SAME_PLAIN_UNARY(grad, float, f32)
+FSP_SAME_PLAIN_BINARY(backward, float, f32)
+#undef FSP_HAS_PLAIN_F32
+#define FSP_HAS_PLAIN_F32 0
 #endif
 
 /* beta == 1 (the loops' common case): beta*x and /beta fold away, no vector division */
@@ -556,6 +645,8 @@ FSP_BETA1_UNARY(grad, double, f64)
 FSP_BETA1_BINARY(backward, double, f64)
 FSP_BETA1_UNARY(inverse, float, f32)
 FSP_BETA1_UNARY(inverse, double, f64)
+FSP_SAME_PLAIN_UNARY(inverse, float, f32) /* no plain variants: the loops never call these */
+FSP_SAME_PLAIN_UNARY(inverse, double, f64)
 
 /* Per-element beta (the loopv loops): an element with beta == 1 gets the same result as a call with
  * a scalar beta of 1, so how beta is passed never changes a value. */
