@@ -224,7 +224,8 @@ def _tab_reduce(z, edges):
     """The table reduction of _constants.py (SP_ section), as kernels.h's fsp_tab_reduce: a = -|z|
     (clamped at EXP_ARG_MIN) = kd*ln2 + a_j + d, a_j = -j/SP_TAB_SCALE, kd = 0 unless a is below
     -SP_TAB_SHIFT - ln2/2. Returns d, j and 2**kd as two normal factors. ``edges`` False (a
-    compile-time constant): z in the plain range only (PLAIN_MIN_F64), kd = 0, the same bits."""
+    compile-time constant): z in the plain range only (PLAIN_MIN_F64), kd = 0, the same bits (the
+    full version's last term -kd*LN2_LO is -0.0 there, which changes no sum)."""
     a = -abs(z)
     if not edges:
         jd_s = a * -float(SP_TAB_SCALE) + ROUND_SHIFT

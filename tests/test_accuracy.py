@@ -359,31 +359,50 @@ def _plain_inputs(dtype: type, hi: float, n: int, seed: int) -> np.ndarray:
     return rng.permutation(x)
 
 
+def _full_kernels(backend: str, func: str, args: tuple, threshold: float | None) -> np.ndarray:
+    """func through the backend's full beta == 1 kernel whatever the blocks hold: its ufunc with a
+    per-element beta of ones (the loops without the plain-range scan)."""
+    if backend == "cython":
+        from fastsoftplus._cy import _ext
+        uf = getattr(_ext, func)
+    else:
+        from fastsoftplus import _numba
+        uf = _numba._get_ufunc(func)
+    x = args[-1]
+    thr = x.dtype.type(math.inf if threshold is None else threshold)
+    return uf(*args, np.ones_like(x), thr)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plain_blocks_match_full_kernels(dtype):
     """The loops send each block of PLAIN_BLOCK inputs that all lie in the plain range through
     kernels without their edge handling (_constants.py, PLAIN_BLOCK): the results must be the full
-    kernels' bit for bit. The same inputs with one NaN per block take the full kernels; every
-    backend, softplus/grad/backward with beta 1, thresholds 20, 1 and none (and for both compiled
-    backends, where the C variant has an FMA, the plain results agree between them)."""
+    kernels' bit for bit. Each compiled backend, softplus/grad/backward with beta 1, thresholds
+    20, 1 and none, one and two threads (blocks then start at other offsets); and where the C
+    variant has an FMA, the two backends' plain results agree too."""
     from fastsoftplus._constants import IDENTITY_ABOVE, PLAIN_BLOCK
+    if not COMPILED:
+        pytest.skip("needs a compiled backend")
     itype = np.int32 if dtype == np.float32 else np.int64
     for threshold in [20.0, 1.0, None]:
         hi = min(IDENTITY_ABOVE, math.inf if threshold is None else threshold)
-        x = _plain_inputs(dtype, hi, PLAIN_BLOCK * 64, seed=7)
+        x = _plain_inputs(dtype, hi, PLAIN_BLOCK * 64 + 333, seed=7)
         g = np.random.default_rng(8).standard_normal(x.size).astype(dtype)
-        x_full = x.copy()
-        x_full[::PLAIN_BLOCK] = np.nan
-        keep = ~np.isnan(x_full)
         plain_by_backend = {}
-        for backend in fsp.available_backends():
+        for backend in COMPILED:
             for func in ["softplus", "softplus_grad", "softplus_backward"]:
-                f = getattr(fsp, func)
-                plain, full = ((f(g, v, 1.0, threshold, backend=backend) if func == "softplus_backward"
-                                else f(v, 1.0, threshold, backend=backend)) for v in (x, x_full))
-                same = plain[keep].view(itype) == full[keep].view(itype)
-                assert same.all(), (backend, func, threshold, x[keep][~same][:5],
-                                    plain[keep][~same][:5], full[keep][~same][:5])
+                args = (g, x) if func == "softplus_backward" else (x,)
+                full = _full_kernels(backend, func, args, threshold)
+                for threads in (1, 2):
+                    before = fsp.get_num_threads()
+                    fsp.set_num_threads(threads)
+                    try:
+                        plain = getattr(fsp, func)(*args, 1.0, threshold, backend=backend)
+                    finally:
+                        fsp.set_num_threads(before)
+                    same = plain.view(itype) == full.view(itype)
+                    assert same.all(), (backend, func, threshold, threads, x[~same][:5],
+                                        plain[~same][:5], full[~same][:5])
                 plain_by_backend[backend, func] = plain
         if set(COMPILED) == {"cython", "numba"}:
             from fastsoftplus._cy import _ext

@@ -206,7 +206,8 @@ static inline void FSP_K(fsp_atanh_log)(double m, double n_hi, double n_lo, doub
 static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, double *s2,
                                            const int edges) {
     double a = -__builtin_fabs(z);
-    if (!edges) { /* the plain range (_constants.py PLAIN_MIN_F64): kd = 0, the same bits */
+    if (!edges) { /* the plain range (_constants.py PLAIN_MIN_F64): kd = 0, so a' = a and the
+                   * full version's last term -kd*LN2_LO is -0.0, which changes no sum: same bits */
         double jd_s = a * -(double)FSP_SP_TAB_SCALE + FSP_ROUND_SHIFT, jd = jd_s - FSP_ROUND_SHIFT;
         *j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
         *s1 = *s2 = 1.0;
