@@ -12,8 +12,9 @@ in this process, median of rounds), three figures beside fastsoftplus's own:
 - ``toy_min``: exp's reduction and one linear term only (~12 operations).
 
 A goal below ``copy`` is out of reach for any elementwise kernel; a goal near ``toy`` leaves a
-1-ulp kernel (the float32 one runs ~80 vector operations per vector: _cy/kernels.h) the time of
-some 20 operations. Usage::
+1-ulp kernel (the float32 one: ~70 instructions per vector of 16 in the AVX-512 loop where
+every input lies in the plain range, ~105 elsewhere; objdump of _cy/kernels.h's loops) the time
+of some 20 operations. Usage::
 
     python benchmarks/floors.py               # every goal, 7 rounds
     python benchmarks/floors.py --rounds 3
