@@ -227,21 +227,22 @@ def _tab_reduce(z, edges):
     compile-time constant): z in the plain range only (PLAIN_MIN_F64), kd = 0, the same bits (the
     full version's last term -kd*LN2_LO is -0.0 there, which changes no sum)."""
     a = -abs(z)
-    if not edges:
-        jd_s = a * -float(SP_TAB_SCALE) + ROUND_SHIFT
-        jd = jd_s - ROUND_SHIFT
-        return a + jd * (1.0 / SP_TAB_SCALE), _as_i64(jd_s) - _SHIFT_BITS, 1.0, 1.0
-    a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
-    b = a + SP_TAB_SHIFT
-    b = b if b < 0.0 else 0.0
-    kd_s = fma(b, INV_LN2, ROUND_SHIFT)
-    kd = kd_s - ROUND_SHIFT
-    ap = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47
+    ap = a
+    kd = 0.0
+    s1 = s2 = 1.0
+    if edges:  # edges False: the plain range (PLAIN_MIN_F64), where kd = 0
+        a = a if a > EXP_ARG_MIN else EXP_ARG_MIN
+        b = a + SP_TAB_SHIFT
+        b = b if b < 0.0 else 0.0
+        kd_s = fma(b, INV_LN2, ROUND_SHIFT)
+        kd = kd_s - ROUND_SHIFT
+        ap = a - kd * LN2_HI  # exact: kd*LN2_HI has <= 53 bits, a' is a multiple of 2**-47
+        s1, s2 = _pow2(_as_i64(kd_s) - _SHIFT_BITS)
     jd_s = ap * -float(SP_TAB_SCALE) + ROUND_SHIFT  # j = round(-a' * SCALE)
     jd = jd_s - ROUND_SHIFT
-    s1, s2 = _pow2(_as_i64(kd_s) - _SHIFT_BITS)
-    d = (ap + jd * (1.0 / SP_TAB_SCALE)) + -kd * LN2_LO  # a' - a_j is exact
-    return d, _as_i64(jd_s) - _SHIFT_BITS, s1, s2
+    d = ap + jd * (1.0 / SP_TAB_SCALE)  # a' - a_j is exact
+    # with kd = 0 the last term is -0.0, which changes no sum: the plain range skips it
+    return (d + -kd * LN2_LO if edges else d), _as_i64(jd_s) - _SHIFT_BITS, s1, s2
 
 
 @njit(inline="always")
