@@ -186,16 +186,39 @@ F32_SCALE_MIN_EXP = -40
 F32_TAIL_Q_MIN = float.fromhex("0x1p-30")
 
 # ---- the plain range (both backends' contiguous loops, beta == 1) ----------------------------
-# The loops look at each block of PLAIN_BLOCK inputs first: where every x lies in
-# (PLAIN_MIN_<dtype>, min(IDENTITY_ABOVE, threshold)) -- no NaN, no inf -- they run the kernel
-# with its edge handling compiled out (the "plain" variant, edges = 0 in kernels.h/_nbkernels):
-# no clamps, no once-rounded subnormal path, no 2**k scaling, no NaN/identity/threshold selects,
-# which are all no-ops there, so the results are bitwise the same (tests/test_accuracy.py checks
-# it). Any other block runs the full kernel; the scan costs ~2 vector operations per vector.
-# Measured, C harness, AVX-512, one core, n = 1e5, x in [-10, 10]: float32 softplus 1.12-1.16 ->
-# 0.84-0.90 ns/element with blocks of 1024 or 4096 (256: 1.12-1.17, the branch and the
-# scan's reduction are paid too often).
+# The loops take the inputs in blocks of PLAIN_BLOCK: where every x of a block lies in
+# (PLAIN_MIN_<dtype>, min(IDENTITY_ABOVE, threshold)) -- no NaN, no inf -- the block runs the
+# kernel with its edge handling compiled out (the "plain" variant, edges = 0 in
+# kernels.h/_nbkernels): no once-rounded subnormal path, no 2**k scaling, no NaN/identity/
+# threshold selects, which are all no-ops there, so the results are bitwise the same
+# (tests/test_accuracy.py checks it). Any other block runs the full kernel.
+# How a block is tested (FSP_PLAIN_BLOCKS in fsp_variant.h, _numba._ser_softplus): the plain
+# loop tests each x as it goes (a compare and an OR per vector). When the block before passed
+# and out overlaps no input, a block goes straight into the plain loop, and if it fails, it is
+# computed again with the full kernel (the plain kernels clamp their exp argument and table index,
+# so any input is safe to run through them; those results are overwritten). Otherwise (the first
+# block after a failing one, or out in place) a scan of the block decides first, so data mostly
+# outside the range is not computed twice.
+# Measured: blocks of 1024 (C harness, AVX-512, one core, n = 1e5, x in [-10, 10]: float32
+# softplus 1.12-1.16 -> 0.84-0.90 ns/element with blocks of 1024 or 4096; 256: 1.12-1.17, the
+# branch and the test's reduction are paid too often). Testing in the plain loop rather than
+# scanning every block first (x = 5*N(0,1), n = 1e7, ratio to ReLU, medians of four runs of the
+# library before and after, alternating): cython one thread
+# float32 1.99 -> 1.85, float64 1.82 -> 1.56; all cores 1.08-1.25 -> 1.00-1.05 and 1.00 -> 0.89;
+# numba one thread float32 2.06-2.29 -> 1.70-1.79. The scan, a pass of loads ahead of the
+# arithmetic, waits on memory that the plain loop overlaps with its arithmetic.
 PLAIN_BLOCK = 1024
+#: 1: the C loops test the range inside the plain loop (above); 0: they scan every block first.
+#: float32 keeps the scan: GCC accumulates the test through integer vectors (objdump: the
+#: AVX-512 softplus loop grew from 138 to 162 instructions per 32 elements), which cost 10-16%
+#: where the data sit in cache (one thread, n = 1e5: softplus 3.99 -> 4.37x ReLU, grad 2.85 ->
+#: 3.31x; 1e6: 3.11 -> 3.42x) for 2% at n = 1e7 on one thread. LLVM keeps the test in mask
+#: registers (numba: float32 one thread 1e5 4.16 -> 4.25, 1e6 3.48 -> 3.07, 1e7 2.16 -> 1.78):
+#: the numba loops always test inside. (A fused C float32 loop would also need the plain kernel
+#: to bound its exp's k before the int conversion, undefined in C for a NaN or huge x; LLVM's
+#: fptosi only gives a poison value there, stored and then overwritten.)
+C_PLAIN_FUSED_F32 = 0
+C_PLAIN_FUSED_F64 = 1
 #: float32 (softplus, sigmoid): e = exp(-|x|) > exp(-27) = 1.9e-12 stays above F32_TINY = 2**-40,
 #: so the once-rounded path is never chosen, and k >= -39 > F32_SCALE_MIN_EXP: no clamp acts.
 PLAIN_MIN_F32 = -27.0

@@ -29,7 +29,7 @@ from ._constants import (
     EXP_ARG_MIN, EXP_C, EXP_CF32, EXP_LITE_ARG_MIN, EXP_C32, F32_EXP_ARG_MIN, F32_INV_LN2, F32_LN2_HI, F32_LN2_LO,
     F32_ROUND_SHIFT, F32_SCALE_MIN_EXP, F32_SUB_SCALE_EXP, F32_TAIL_Q_MIN, F32_TINY, IDENTITY_ABOVE, INV_LN2, LN2_HI, LN2_LO, LN2_LO2, LOG_C, LOG_C32, LOG_CF32,
     LOG_SCALE_BELOW, LOG_U_MIN, PLAIN_MIN_F32, PLAIN_MIN_F64, ROUND_SHIFT, SCALE_UP_EXP, SP_EXPM1_C, SP_LOG1P_C,
-    SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, generated_tables,
+    SP_TAB_LEN, SP_TAB_SCALE, SP_TAB_SHIFT, SQRT2, SQRT2_M1, generated_tables,
 )
 
 #: Kernels are only ever inlined; error_model="numpy" makes 1/0 follow IEEE instead of raising,
@@ -45,6 +45,7 @@ _SCALE_UP = 2.0 ** SCALE_UP_EXP
 #: The float64 softplus/sigmoid table (numba freezes global arrays into the compiled code).
 _SP_L_HI, _SP_L_LO, _SP_SIGMA, _SP_SIGMA_LO = map(np.array, map(generated_tables().get, (
     "SP_L_HI", "SP_L_LO", "SP_SIGMA", "SP_SIGMA_LO")))
+_SP_TAB_JMAX = np.uint64(SP_TAB_LEN - 1)
 
 
 @intrinsic
@@ -241,8 +242,13 @@ def _tab_reduce(z, edges):
     jd_s = ap * -float(SP_TAB_SCALE) + ROUND_SHIFT  # j = round(-a' * SCALE)
     jd = jd_s - ROUND_SHIFT
     d = ap + jd * (1.0 / SP_TAB_SCALE)  # a' - a_j is exact
+    j = _as_i64(jd_s) - _SHIFT_BITS
+    if not edges:  # j <= SP_TAB_SHIFT*SCALE in the plain range, where this changes nothing; for
+        # any other z (NaN, huge) it keeps the loads inside the table: a plain loop may run a
+        # block it then recomputes (_numba._ser_softplus). One unsigned min.
+        j = np.int64(min(np.uint64(j), _SP_TAB_JMAX))
     # with kd = 0 the last term is -0.0, which changes no sum: the plain range skips it
-    return (d + -kd * LN2_LO if edges else d), _as_i64(jd_s) - _SHIFT_BITS, s1, s2
+    return (d + -kd * LN2_LO if edges else d), j, s1, s2
 
 
 @njit(inline="always")
@@ -659,9 +665,22 @@ def within(x, i0, m, lo, hi):
     one compare and OR per element, no early exit (which would keep the loop scalar)."""
     bad = False
     for i in range(m):
-        v = x[i0 + i]
-        bad |= not ((v > lo) & (v < hi))
+        bad |= outside(x[i0 + i], lo, hi)
     return not bad
+
+
+@njit(inline="always")
+def outside(v, lo, hi):
+    """True if v does not lie in (lo, hi) or is NaN (within's test for one element)."""
+    return not ((v > lo) & (v < hi))
+
+
+@njit(inline="always")
+def disjoint(a, b):
+    """True if the 1-d arrays a and b share no byte of memory."""
+    pa = a.ctypes.data
+    pb = b.ctypes.data
+    return pa + a.size * a.itemsize <= pb or pb + b.size * b.itemsize <= pa
 
 
 _F_PLAIN_MIN = np.float32(PLAIN_MIN_F32)

@@ -450,8 +450,9 @@ def _register_kernels() -> None:
         overload(generic, inline="always")(make(k32, k64))
         overload(one, inline="always")(make1(k32, k64, k32_1 if fma else None))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse, _wide_vectors, _within
+    global _outside, _disjoint
     _wide_vectors = K.wide_vectors
-    _within = K.within
+    _within, _outside, _disjoint = K.within, K.outside, K.disjoint
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
     _blk_grad = numba.njit(**opts)(_ser_grad)
@@ -468,22 +469,34 @@ def _register_kernels() -> None:
 # --------------------------------------------------------------------------------------------
 
 # beta == 1: blocks of PLAIN_BLOCK, each through the plain kernel where every x of the block lies
-# in the plain range, else through the full one (as fsp_variant.h's FSP_PLAIN_BLOCKS).
+# in the plain range, else through the full one, as fsp_variant.h's FSP_PLAIN_BLOCKS: the plain
+# loop tests the range as it goes; after a passing block (and for the first), when out overlaps
+# no input, a block goes straight in and a failing one is computed again by the full kernel;
+# otherwise a scan (_within) decides first. Each kernel has one call site: inlining the plain
+# kernel at two raised NumbaIRAssumptionWarning (numba 0.68). The blocks index x[i0 + i] for i in
+# range(m): with range(i0, i1) LLVM could not rule out negative indices and the loops stayed
+# scalar (12x slower).
 
 def _ser_softplus(x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
         lo, hi, has_plain = _plain_range(threshold)
+        separate = has_plain and _disjoint(x, out)
+        fused = separate  # the first block skips the scan too
         n = out.shape[0]
         for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
-            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
-            if has_plain and _within(x, i0, m, lo, hi):
+            i0 = b * PLAIN_BLOCK
+            m = min(PLAIN_BLOCK, n - i0)
+            bad = True
+            if fused or (has_plain and _within(x, i0, m, lo, hi)):
+                bad = False
                 for i in range(m):
+                    bad |= _outside(x[i0 + i], lo, hi)
                     out[i0 + i] = _k1p_softplus(x[i0 + i], threshold)
-            else:
+            if bad:
                 for i in range(m):
                     out[i0 + i] = _k1_softplus(x[i0 + i], threshold)
+            fused = separate and not bad
     else:
         for i in range(out.shape[0]):
             out[i] = _k_softplus(x[i], beta, threshold)
@@ -493,16 +506,22 @@ def _ser_grad(x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
         lo, hi, has_plain = _plain_range(threshold)
+        separate = has_plain and _disjoint(x, out)
+        fused = separate  # the first block skips the scan too
         n = out.shape[0]
         for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
-            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
-            if has_plain and _within(x, i0, m, lo, hi):
+            i0 = b * PLAIN_BLOCK
+            m = min(PLAIN_BLOCK, n - i0)
+            bad = True
+            if fused or (has_plain and _within(x, i0, m, lo, hi)):
+                bad = False
                 for i in range(m):
+                    bad |= _outside(x[i0 + i], lo, hi)
                     out[i0 + i] = _k1p_grad(x[i0 + i], threshold)
-            else:
+            if bad:
                 for i in range(m):
                     out[i0 + i] = _k1_grad(x[i0 + i], threshold)
+            fused = separate and not bad
     else:
         for i in range(out.shape[0]):
             out[i] = _k_grad(x[i], beta, threshold)
@@ -512,16 +531,22 @@ def _ser_backward(g, x, out, beta, threshold):
     _wide_vectors()
     if beta == 1:
         lo, hi, has_plain = _plain_range(threshold)
+        separate = has_plain and _disjoint(x, out) and _disjoint(g, out)
+        fused = separate  # the first block skips the scan too
         n = out.shape[0]
         for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK  # i0 + i, i in range(m): LLVM sees no negative index (with
-            m = min(PLAIN_BLOCK, n - i0)  # range(i0, i1) the loops stayed scalar, 12x slower)
-            if has_plain and _within(x, i0, m, lo, hi):
+            i0 = b * PLAIN_BLOCK
+            m = min(PLAIN_BLOCK, n - i0)
+            bad = True
+            if fused or (has_plain and _within(x, i0, m, lo, hi)):
+                bad = False
                 for i in range(m):
+                    bad |= _outside(x[i0 + i], lo, hi)
                     out[i0 + i] = _k1p_backward(g[i0 + i], x[i0 + i], threshold)
-            else:
+            if bad:
                 for i in range(m):
                     out[i0 + i] = _k1_backward(g[i0 + i], x[i0 + i], threshold)
+            fused = separate and not bad
     else:
         for i in range(out.shape[0]):
             out[i] = _k_backward(g[i], x[i], beta, threshold)
@@ -575,10 +600,12 @@ def _par_inverse(y, out, beta, threshold, bs):
         _blk_inverse(y[lo:hi], out[lo:hi], beta, threshold)
 
 
-# _nbkernels.wide_vectors (512-bit vectors in the loops that call it) and .within (the plain-range
-# scan); set on first use
+# _nbkernels.wide_vectors (512-bit vectors in the loops that call it), .within/.outside (the
+# plain-range test) and .disjoint; set on first use
 _wide_vectors: Any = None
 _within: Any = None
+_outside: Any = None
+_disjoint: Any = None
 # numba dispatchers of the serial loops (any dtype), called by the parallel kernels; set on first use
 _blk_softplus: Any = None
 _blk_grad: Any = None

@@ -370,7 +370,8 @@ def _full_kernels(backend: str, func: str, args: tuple, threshold: float | None)
         uf = _numba._get_ufunc(func)
     x = args[-1]
     thr = x.dtype.type(math.inf if threshold is None else threshold)
-    return uf(*args, np.ones_like(x), thr)
+    with np.errstate(all="ignore"):  # the raw numba ufunc flags inf/NaN inputs (NaN results)
+        return uf(*args, np.ones_like(x), thr)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -410,6 +411,50 @@ def test_plain_blocks_match_full_kernels(dtype):
                 for func in ["softplus", "softplus_grad", "softplus_backward"]:
                     c, n = plain_by_backend["cython", func], plain_by_backend["numba", func]
                     assert (c.view(itype) == n.view(itype)).all(), (func, threshold)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_blocks_fall_back(dtype):
+    """Blocks that leave the plain range mid-stream: the loops run a block straight through the
+    plain kernel when the one before passed, and compute a failing block again with the full
+    kernel; in place (out shares memory with an input) they scan each block first. Every
+    pattern -- a failing first block, a failing block after passing ones, failing runs, a passing
+    block after a failing one, a failing partial last block -- must give the full kernels' bits,
+    with out separate and in place, on one and two threads."""
+    from fastsoftplus._constants import PLAIN_BLOCK
+    if not COMPILED:
+        pytest.skip("needs a compiled backend")
+    itype = np.int32 if dtype == np.float32 else np.int64
+    threshold = 20.0
+    bad_blocks = [0, 3, 4, 6, 10, 11, 13]  # 13: the partial last block
+    n = PLAIN_BLOCK * 13 + 77
+    x = _plain_inputs(dtype, threshold, n, seed=11)
+    rng = np.random.default_rng(12)
+    outside = [np.nan, np.inf, -np.inf, 20.5, 45.0, -30.0, -50.0, -1e6]
+    for k, b in enumerate(bad_blocks):
+        i = b * PLAIN_BLOCK + int(rng.integers(0, min(PLAIN_BLOCK, n - b * PLAIN_BLOCK)))
+        x[i] = outside[k % len(outside)]
+    g = rng.standard_normal(n).astype(dtype)
+    for backend in COMPILED:
+        for func in ["softplus", "softplus_grad", "softplus_backward"]:
+            args = (g, x) if func == "softplus_backward" else (x,)
+            full = _full_kernels(backend, func, args, threshold)
+            for threads in (1, 2):
+                before = fsp.get_num_threads()
+                fsp.set_num_threads(threads)
+                try:
+                    results = {"separate": getattr(fsp, func)(*args, 1.0, threshold, backend=backend)}
+                    for which in range(len(args)):  # out is each input in turn
+                        inputs = [a.copy() for a in args]
+                        getattr(fsp, func)(*inputs, 1.0, threshold, backend=backend,
+                                           out=inputs[which])
+                        results[f"in place on input {which}"] = inputs[which]
+                finally:
+                    fsp.set_num_threads(before)
+                for how, got in results.items():
+                    same = got.view(itype) == full.view(itype)
+                    assert same.all(), (backend, func, threads, how, np.flatnonzero(~same)[:5],
+                                        got[~same][:5], full[~same][:5])
 
 
 def test_inverse_underflowing_product():

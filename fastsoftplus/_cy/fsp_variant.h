@@ -88,26 +88,53 @@ static inline int FSP_K(fsp_within_##S)(const T *x, npy_intp m, T lo, T hi)     
 
 /* Blocks of PLAIN_BLOCK (_constants.py): a block whose every x lies in the plain range
  * (PLAIN_MIN_S, min(IDENTITY_ABOVE, thr)) runs the plain kernel fsp_F1p_S, any other the full
- * one (the same bits either way); BODY(K) is the loop body for the kernel named K. */
+ * one (the same bits either way); BODY(K) is the loop body for the kernel named K.
+ * FSP_C_PLAIN_FUSED_S (_constants.py, C_PLAIN_FUSED_*): the plain loop tests the range as it
+ * goes. Where the output overlaps no input (SEPARATE), a block goes straight into it when the
+ * block before passed (and the first block does), and a failing block is then computed again by
+ * the full kernel: the plain results on out-of-range x are overwritten, never used. Otherwise (in
+ * place, after a failing block, or without FUSED) a scan decides first, so data mostly outside
+ * the range is not computed twice. */
 #define FSP_PLAIN_MIN_f32 FSP_PLAIN_MIN_F32
 #define FSP_PLAIN_MIN_f64 FSP_PLAIN_MIN_F64
-#define FSP_PLAIN_BLOCKS(S, T, xs, n, thr, F1P, F1, BODY)                                      \
+#define FSP_PLAIN_FUSED_f32 FSP_C_PLAIN_FUSED_F32
+#define FSP_PLAIN_FUSED_f64 FSP_C_PLAIN_FUSED_F64
+#define FSP_PLAIN_BLOCKS(S, T, xs, n, thr, F1P, F1, BODY, SEPARATE)                            \
     do {                                                                                       \
         const T lo_ = (T)FSP_PLAIN_MIN_##S;                                                    \
         const T hi_ = (thr) < (T)FSP_IDENTITY_ABOVE ? (thr) : (T)FSP_IDENTITY_ABOVE;           \
+        const int separate_ = FSP_PLAIN_FUSED_##S && (SEPARATE);                               \
+        int fused_ = separate_;                                                                \
         for (npy_intp i0 = 0; i0 < (n); i0 += FSP_PLAIN_BLOCK) {                               \
             const npy_intp end_ = (n) - i0 < FSP_PLAIN_BLOCK ? (n) : i0 + FSP_PLAIN_BLOCK;     \
-            if (FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {                       \
+            int out_ = 1;                                                                      \
+            if (!FSP_PLAIN_FUSED_##S) {                                                        \
+                if (FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {                   \
+                    out_ = 0;                                                                  \
+                    FSP_IVDEP                                                                  \
+                    for (npy_intp i = i0; i < end_; i++)                                       \
+                        BODY(F1P);                                                             \
+                }                                                                              \
+            } else if (fused_ || FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {      \
+                out_ = 0;                                                                      \
                 FSP_IVDEP                                                                      \
-                for (npy_intp i = i0; i < end_; i++)                                           \
+                for (npy_intp i = i0; i < end_; i++) {                                         \
+                    out_ |= !((xs)[i] > lo_ && (xs)[i] < hi_);                                 \
                     BODY(F1P);                                                                 \
-            } else {                                                                           \
+                }                                                                              \
+            }                                                                                  \
+            if (out_) {                                                                        \
                 FSP_IVDEP                                                                      \
                 for (npy_intp i = i0; i < end_; i++)                                           \
                     BODY(F1);                                                                  \
             }                                                                                  \
+            fused_ = separate_ && !out_;                                                       \
         }                                                                                      \
     } while (0)
+/* 1 if the n elements of T at a and at b share no byte */
+#define FSP_DISJOINT(a, b, n, T)                                                               \
+    ((npy_uintp)(a) + (npy_uintp)(n) * sizeof(T) <= (npy_uintp)(b) ||                          \
+     (npy_uintp)(b) + (npy_uintp)(n) * sizeof(T) <= (npy_uintp)(a))
 #define FSP_UNARY_BODY(K) y[i] = FSP_K(K)(x[i], thr)
 #define FSP_BINARY_BODY(K) y[i] = FSP_K(K)(g[i], x[i], thr)
 
@@ -117,7 +144,8 @@ static inline int FSP_K(fsp_within_##S)(const T *x, npy_intp m, T lo, T hi)     
 static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *x, T *y, npy_intp n, T beta, T thr)            \
 {                                                                                              \
     if (beta == (T)1 && (PLAIN)) {                                                             \
-        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_UNARY_BODY);    \
+        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_UNARY_BODY,     \
+                         FSP_DISJOINT(x, y, n, T));                                            \
         return;                                                                                \
     }                                                                                          \
     if (beta == (T)1) { /* the common case: beta*x and /beta fold away (no vector division) */ \
@@ -209,7 +237,8 @@ static FSP_FLATTEN void FSP_K(fsp_loop_##F##_##S)(const T *g, const T *x, T *y, 
                                        T beta, T thr)                                          \
 {                                                                                              \
     if (beta == (T)1 && (PLAIN)) {                                                             \
-        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_BINARY_BODY);   \
+        FSP_PLAIN_BLOCKS(S, T, x, n, thr, fsp_##F##1p_##S, fsp_##F##1_##S, FSP_BINARY_BODY,    \
+                         FSP_DISJOINT(x, y, n, T) && FSP_DISJOINT(g, y, n, T));                \
         return;                                                                                \
     }                                                                                          \
     if (beta == (T)1) {                                                                        \

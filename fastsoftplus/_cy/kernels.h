@@ -220,6 +220,12 @@ static inline double FSP_K(fsp_tab_reduce)(double z, int64_t *j, double *s1, dou
     double jd_s = ap * -(double)FSP_SP_TAB_SCALE + FSP_ROUND_SHIFT; /* j = round(-a' * SCALE) */
     double jd = jd_s - FSP_ROUND_SHIFT;
     *j = FSP_K(fsp_as_i64)(jd_s) - FSP_K(fsp_as_i64)(FSP_ROUND_SHIFT);
+    if (!edges) { /* j <= SP_TAB_SHIFT*SCALE in the plain range, where this changes nothing; for
+                   * any other z (NaN, huge) it keeps the loads inside the table: a plain loop may
+                   * run a block it then recomputes (FSP_PLAIN_BLOCKS). One unsigned min. */
+        uint64_t ju = (uint64_t)*j, jmax = (uint64_t)FSP_SP_TAB_LEN - 1;
+        *j = (int64_t)(ju < jmax ? ju : jmax);
+    }
     double d = ap + jd * (1.0 / FSP_SP_TAB_SCALE); /* a' - a_j is exact */
     /* with kd = 0 the last term is -0.0, which changes no sum: the plain range skips it */
     return edges ? d + -kd * FSP_LN2_LO : d;
