@@ -202,11 +202,12 @@ F32_TAIL_Q_MIN = float.fromhex("0x1p-30")
 # Measured: blocks of 1024 (C harness, AVX-512, one core, n = 1e5, x in [-10, 10]: float32
 # softplus 1.12-1.16 -> 0.84-0.90 ns/element with blocks of 1024 or 4096; 256: 1.12-1.17, the
 # branch and the test's reduction are paid too often). Testing in the plain loop rather than
-# scanning every block first (x = 5*N(0,1), n = 1e7, ratio to ReLU, medians of four runs of the
-# library before and after, alternating): cython one thread
-# float32 1.99 -> 1.85, float64 1.82 -> 1.56; all cores 1.08-1.25 -> 1.00-1.05 and 1.00 -> 0.89;
-# numba one thread float32 2.06-2.29 -> 1.70-1.79. The scan, a pass of loads ahead of the
-# arithmetic, waits on memory that the plain loop overlaps with its arithmetic.
+# scanning every block first (x = 5*N(0,1), n = 1e7, ratio to ReLU, medians of 3-4 runs of the
+# library before and after, alternating; runs of the same code differ by up to 15% here):
+# cython float64 softplus one thread 1.80-2.07 -> 1.56-1.70, all cores 1.00-1.45 -> 0.89-0.95;
+# numba float32 softplus one thread 2.06-2.29 -> 1.70-1.79, grad and backward all cores
+# 0.87-1.24 -> 0.72-0.87. The scan, a pass of loads ahead of the arithmetic, waits on memory that
+# the plain loop overlaps with its arithmetic.
 PLAIN_BLOCK = 1024
 #: 1: the C loops test the range inside the plain loop (above); 0: they scan every block first.
 #: float32 keeps the scan: GCC accumulates the test through integer vectors (objdump: the
