@@ -374,6 +374,15 @@ def _full_kernels(backend: str, func: str, args: tuple, threshold: float | None)
         return uf(*args, np.ones_like(x), thr)
 
 
+def _beta1_cases(g: np.ndarray, x: np.ndarray, threshold: float | None):
+    """(backend, func, args, full) for each compiled backend and softplus/grad/backward with
+    beta 1: args the inputs ((g, x) for backward), full their results by _full_kernels."""
+    for backend in COMPILED:
+        for func in ["softplus", "softplus_grad", "softplus_backward"]:
+            args = (g, x) if func == "softplus_backward" else (x,)
+            yield backend, func, args, _full_kernels(backend, func, args, threshold)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plain_blocks_match_full_kernels(dtype):
     """The loops send each block of PLAIN_BLOCK inputs that all lie in the plain range through
@@ -390,21 +399,14 @@ def test_plain_blocks_match_full_kernels(dtype):
         x = _plain_inputs(dtype, hi, PLAIN_BLOCK * 64 + 333, seed=7)
         g = np.random.default_rng(8).standard_normal(x.size).astype(dtype)
         plain_by_backend = {}
-        for backend in COMPILED:
-            for func in ["softplus", "softplus_grad", "softplus_backward"]:
-                args = (g, x) if func == "softplus_backward" else (x,)
-                full = _full_kernels(backend, func, args, threshold)
-                for threads in (1, 2):
-                    before = fsp.get_num_threads()
-                    fsp.set_num_threads(threads)
-                    try:
-                        plain = getattr(fsp, func)(*args, 1.0, threshold, backend=backend)
-                    finally:
-                        fsp.set_num_threads(before)
-                    same = plain.view(itype) == full.view(itype)
-                    assert same.all(), (backend, func, threshold, threads, x[~same][:5],
-                                        plain[~same][:5], full[~same][:5])
-                plain_by_backend[backend, func] = plain
+        for backend, func, args, full in _beta1_cases(g, x, threshold):
+            for threads in (1, 2):  # conftest's autouse fixture restores the count
+                fsp.set_num_threads(threads)
+                plain = getattr(fsp, func)(*args, 1.0, threshold, backend=backend)
+                same = plain.view(itype) == full.view(itype)
+                assert same.all(), (backend, func, threshold, threads, x[~same][:5],
+                                    plain[~same][:5], full[~same][:5])
+            plain_by_backend[backend, func] = plain
         if set(COMPILED) == {"cython", "numba"}:
             from fastsoftplus._cy import _ext
             if _ext.get_simd() in ("avx512", "avx2"):
@@ -435,26 +437,18 @@ def test_plain_blocks_fall_back(dtype):
         i = b * PLAIN_BLOCK + int(rng.integers(0, min(PLAIN_BLOCK, n - b * PLAIN_BLOCK)))
         x[i] = outside[k % len(outside)]
     g = rng.standard_normal(n).astype(dtype)
-    for backend in COMPILED:
-        for func in ["softplus", "softplus_grad", "softplus_backward"]:
-            args = (g, x) if func == "softplus_backward" else (x,)
-            full = _full_kernels(backend, func, args, threshold)
-            for threads in (1, 2):
-                before = fsp.get_num_threads()
-                fsp.set_num_threads(threads)
-                try:
-                    results = {"separate": getattr(fsp, func)(*args, 1.0, threshold, backend=backend)}
-                    for which in range(len(args)):  # out is each input in turn
-                        inputs = [a.copy() for a in args]
-                        getattr(fsp, func)(*inputs, 1.0, threshold, backend=backend,
-                                           out=inputs[which])
-                        results[f"in place on input {which}"] = inputs[which]
-                finally:
-                    fsp.set_num_threads(before)
-                for how, got in results.items():
-                    same = got.view(itype) == full.view(itype)
-                    assert same.all(), (backend, func, threads, how, np.flatnonzero(~same)[:5],
-                                        got[~same][:5], full[~same][:5])
+    for backend, func, args, full in _beta1_cases(g, x, threshold):
+        for threads in (1, 2):  # conftest's autouse fixture restores the count
+            fsp.set_num_threads(threads)
+            results = {"separate": getattr(fsp, func)(*args, 1.0, threshold, backend=backend)}
+            for which in range(len(args)):  # out is each input in turn
+                inputs = [a.copy() for a in args]
+                getattr(fsp, func)(*inputs, 1.0, threshold, backend=backend, out=inputs[which])
+                results[f"in place on input {which}"] = inputs[which]
+            for how, got in results.items():
+                same = got.view(itype) == full.view(itype)
+                assert same.all(), (backend, func, threads, how, np.flatnonzero(~same)[:5],
+                                    got[~same][:5], full[~same][:5])
 
 
 def test_inverse_underflowing_product():
