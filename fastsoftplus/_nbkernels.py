@@ -15,7 +15,7 @@ in float64 with shorter polynomials and rounded once, except for beta == 1 (the 
 case): softplus1_f32, grad1_f32 and backward1_f32 compute in float32 with float-float corrections
 (twice the SIMD lanes; max 0.82 ulp).  softplus1p_f32/f64, grad1p_*, backward1p_*: the plain
 variants (the same bits for inputs in the plain range of _constants.py, without edge handling),
-which the loops of _numba.py pick per block after a scan with ``within``.
+which the loops of _numba.py pick per block, testing the range with ``outside``/``within``.
 """
 import math
 

@@ -108,18 +108,12 @@ static inline int FSP_K(fsp_within_##S)(const T *x, npy_intp m, T lo, T hi)     
         for (npy_intp i0 = 0; i0 < (n); i0 += FSP_PLAIN_BLOCK) {                               \
             const npy_intp end_ = (n) - i0 < FSP_PLAIN_BLOCK ? (n) : i0 + FSP_PLAIN_BLOCK;     \
             int out_ = 1;                                                                      \
-            if (!FSP_PLAIN_FUSED_##S) {                                                        \
-                if (FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {                   \
-                    out_ = 0;                                                                  \
-                    FSP_IVDEP                                                                  \
-                    for (npy_intp i = i0; i < end_; i++)                                       \
-                        BODY(F1P);                                                             \
-                }                                                                              \
-            } else if (fused_ || FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {      \
+            if (fused_ || FSP_K(fsp_within_##S)((xs) + i0, end_ - i0, lo_, hi_)) {             \
                 out_ = 0;                                                                      \
                 FSP_IVDEP                                                                      \
                 for (npy_intp i = i0; i < end_; i++) {                                         \
-                    out_ |= !((xs)[i] > lo_ && (xs)[i] < hi_);                                 \
+                    if (FSP_PLAIN_FUSED_##S) /* a constant: without it, no test in the loop */ \
+                        out_ |= !((xs)[i] > lo_ && (xs)[i] < hi_);                             \
                     BODY(F1P);                                                                 \
                 }                                                                              \
             }                                                                                  \
