@@ -126,10 +126,12 @@ def _restore_threads():
 
 @pytest.fixture
 def run_case(benchmark, budget):
-    """``run_case(case, fn=None)``: time ``case`` (or `fn`, a zero-argument callable) with its
-    ReLU reference interleaved; record the ratio and the case in ``benchmark.extra_info``."""
+    """``run_case(case, fn=None, prepare=None)``: time ``case`` (or `fn`, a zero-argument
+    callable) with its ReLU reference interleaved; record the ratio and the case in
+    ``benchmark.extra_info``. `prepare`, if given, runs untimed before each call (to restore an
+    input that the call overwrites)."""
 
-    def run(case: cases.Case, fn=None):
+    def run(case: cases.Case, fn=None, prepare=None):
         args, y = cases.inputs(case.func, case.dtype, case.n, case.layout)
         fn = fn or cases.make(case, args, y)
         x = args[-1]
@@ -150,6 +152,8 @@ def run_case(benchmark, budget):
         relu_times: list[float] = []
 
         def relu_timed():
+            if prepare is not None:
+                prepare()
             t = time.perf_counter()
             np.maximum(x, 0, out=y)
             relu_times.append(time.perf_counter() - t)

@@ -450,9 +450,9 @@ def _register_kernels() -> None:
         overload(generic, inline="always")(make(k32, k64))
         overload(one, inline="always")(make1(k32, k64, k32_1 if fma else None))
     global _blk_softplus, _blk_grad, _blk_backward, _blk_inverse, _wide_vectors, _within
-    global _outside, _disjoint
+    global _outside, _staging, _stage
     _wide_vectors = K.wide_vectors
-    _within, _outside, _disjoint = K.within, K.outside, K.disjoint
+    _within, _outside, _staging, _stage = K.within, K.outside, K.staging, K.stage
     opts = _jit_options(False)  # compiled into their callers (and cached with them)
     _blk_softplus = numba.njit(**opts)(_ser_softplus)
     _blk_grad = numba.njit(**opts)(_ser_grad)
@@ -468,98 +468,112 @@ def _register_kernels() -> None:
 # different signatures to one index at once could pair a key with the other's data file.
 # --------------------------------------------------------------------------------------------
 
-# beta == 1: blocks of PLAIN_BLOCK, each through the plain kernel where every x of the block lies
-# in the plain range, else through the full one, as fsp_variant.h's FSP_PLAIN_BLOCKS: the plain
-# loop tests the range as it goes; after a passing block (and for the first), when out overlaps
-# no input, a block goes straight in and a failing one is computed again by the full kernel;
-# otherwise a scan (_within) decides first. Each kernel has one call site: inlining the plain
-# kernel at two raised NumbaIRAssumptionWarning (numba 0.68). The blocks index x[i0 + i] for i in
-# range(m): with range(i0, i1) LLVM could not rule out negative indices and the loops stayed
-# scalar (12x slower).
+# Blocks of PLAIN_BLOCK. With beta == 1, each goes through the plain kernel where every x of the
+# block lies in the plain range, else through the full one, as fsp_variant.h's FSP_PLAIN_BLOCKS:
+# the plain loop tests the range as it goes; after a passing block (and for the first) a block
+# goes straight in, and a failing one is computed again by the full kernel; after a failing
+# block a scan (_within) decides first, so data mostly outside the range is not computed twice.
+# An input that out overlaps (in place) is read from a copy of each block (_stage), so the inputs
+# survive a block computed twice and LLVM's runtime overlap check lets the loops stay vectorized.
+# Each kernel has one call site: inlining the plain kernel at two raised
+# NumbaIRAssumptionWarning (numba 0.68). The loops index xs[i] and out[i0 + i] for i in range(m):
+# with range(i0, i1) LLVM could not rule out negative indices and the loops stayed scalar (12x
+# slower).
 
 def _ser_softplus(x, out, beta, threshold):
     _wide_vectors()
-    if beta == 1:
-        lo, hi, has_plain = _plain_range(threshold)
-        separate = has_plain and _disjoint(x, out)
-        fused = separate  # the first block skips the scan too
-        n = out.shape[0]
-        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK
-            m = min(PLAIN_BLOCK, n - i0)
-            bad = True
-            if fused or (has_plain and _within(x, i0, m, lo, hi)):
-                bad = False
-                for i in range(m):
-                    bad |= _outside(x[i0 + i], lo, hi)
-                    out[i0 + i] = _k1p_softplus(x[i0 + i], threshold)
-            if bad:
-                for i in range(m):
-                    out[i0 + i] = _k1_softplus(x[i0 + i], threshold)
-            fused = separate and not bad
-    else:
-        for i in range(out.shape[0]):
-            out[i] = _k_softplus(x[i], beta, threshold)
+    lo, hi, plain = _plain_range(threshold)
+    plain = plain and beta == 1
+    fused = plain  # the first block skips the scan
+    xb = _staging(x, out)
+    n = out.shape[0]
+    for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+        i0 = b * PLAIN_BLOCK
+        m = min(PLAIN_BLOCK, n - i0)
+        xs = _stage(x, xb, i0, m)
+        bad = True
+        if fused or (plain and _within(xs, 0, m, lo, hi)):
+            bad = False
+            for i in range(m):
+                bad |= _outside(xs[i], lo, hi)
+                out[i0 + i] = _k1p_softplus(xs[i], threshold)
+        if bad and beta == 1:
+            for i in range(m):
+                out[i0 + i] = _k1_softplus(xs[i], threshold)
+        elif bad:
+            for i in range(m):
+                out[i0 + i] = _k_softplus(xs[i], beta, threshold)
+        fused = plain and not bad
 
 
 def _ser_grad(x, out, beta, threshold):
     _wide_vectors()
-    if beta == 1:
-        lo, hi, has_plain = _plain_range(threshold)
-        separate = has_plain and _disjoint(x, out)
-        fused = separate  # the first block skips the scan too
-        n = out.shape[0]
-        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK
-            m = min(PLAIN_BLOCK, n - i0)
-            bad = True
-            if fused or (has_plain and _within(x, i0, m, lo, hi)):
-                bad = False
-                for i in range(m):
-                    bad |= _outside(x[i0 + i], lo, hi)
-                    out[i0 + i] = _k1p_grad(x[i0 + i], threshold)
-            if bad:
-                for i in range(m):
-                    out[i0 + i] = _k1_grad(x[i0 + i], threshold)
-            fused = separate and not bad
-    else:
-        for i in range(out.shape[0]):
-            out[i] = _k_grad(x[i], beta, threshold)
+    lo, hi, plain = _plain_range(threshold)
+    plain = plain and beta == 1
+    fused = plain  # the first block skips the scan
+    xb = _staging(x, out)
+    n = out.shape[0]
+    for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+        i0 = b * PLAIN_BLOCK
+        m = min(PLAIN_BLOCK, n - i0)
+        xs = _stage(x, xb, i0, m)
+        bad = True
+        if fused or (plain and _within(xs, 0, m, lo, hi)):
+            bad = False
+            for i in range(m):
+                bad |= _outside(xs[i], lo, hi)
+                out[i0 + i] = _k1p_grad(xs[i], threshold)
+        if bad and beta == 1:
+            for i in range(m):
+                out[i0 + i] = _k1_grad(xs[i], threshold)
+        elif bad:
+            for i in range(m):
+                out[i0 + i] = _k_grad(xs[i], beta, threshold)
+        fused = plain and not bad
 
 
 def _ser_backward(g, x, out, beta, threshold):
     _wide_vectors()
-    if beta == 1:
-        lo, hi, has_plain = _plain_range(threshold)
-        separate = has_plain and _disjoint(x, out) and _disjoint(g, out)
-        fused = separate  # the first block skips the scan too
-        n = out.shape[0]
-        for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
-            i0 = b * PLAIN_BLOCK
-            m = min(PLAIN_BLOCK, n - i0)
-            bad = True
-            if fused or (has_plain and _within(x, i0, m, lo, hi)):
-                bad = False
-                for i in range(m):
-                    bad |= _outside(x[i0 + i], lo, hi)
-                    out[i0 + i] = _k1p_backward(g[i0 + i], x[i0 + i], threshold)
-            if bad:
-                for i in range(m):
-                    out[i0 + i] = _k1_backward(g[i0 + i], x[i0 + i], threshold)
-            fused = separate and not bad
-    else:
-        for i in range(out.shape[0]):
-            out[i] = _k_backward(g[i], x[i], beta, threshold)
+    lo, hi, plain = _plain_range(threshold)
+    plain = plain and beta == 1
+    fused = plain  # the first block skips the scan
+    gb = _staging(g, out)
+    xb = _staging(x, out)
+    n = out.shape[0]
+    for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+        i0 = b * PLAIN_BLOCK
+        m = min(PLAIN_BLOCK, n - i0)
+        gs = _stage(g, gb, i0, m)
+        xs = _stage(x, xb, i0, m)
+        bad = True
+        if fused or (plain and _within(xs, 0, m, lo, hi)):
+            bad = False
+            for i in range(m):
+                bad |= _outside(xs[i], lo, hi)
+                out[i0 + i] = _k1p_backward(gs[i], xs[i], threshold)
+        if bad and beta == 1:
+            for i in range(m):
+                out[i0 + i] = _k1_backward(gs[i], xs[i], threshold)
+        elif bad:
+            for i in range(m):
+                out[i0 + i] = _k_backward(gs[i], xs[i], beta, threshold)
+        fused = plain and not bad
 
 
 def _ser_inverse(y, out, beta, threshold):
     _wide_vectors()
-    if beta == 1:
-        for i in range(out.shape[0]):
-            out[i] = _k1_inverse(y[i], threshold)
-    else:
-        for i in range(out.shape[0]):
-            out[i] = _k_inverse(y[i], beta, threshold)
+    yb = _staging(y, out)
+    n = out.shape[0]
+    for b in range((n + PLAIN_BLOCK - 1) // PLAIN_BLOCK):
+        i0 = b * PLAIN_BLOCK
+        m = min(PLAIN_BLOCK, n - i0)
+        ys = _stage(y, yb, i0, m)
+        if beta == 1:
+            for i in range(m):
+                out[i0 + i] = _k1_inverse(ys[i], threshold)
+        else:
+            for i in range(m):
+                out[i0 + i] = _k_inverse(ys[i], beta, threshold)
 
 
 # The parallel kernels hand each block to a separately compiled serial loop (``_blk_*``, built
@@ -601,11 +615,12 @@ def _par_inverse(y, out, beta, threshold, bs):
 
 
 # _nbkernels.wide_vectors (512-bit vectors in the loops that call it), .within/.outside (the
-# plain-range test) and .disjoint; set on first use
+# plain-range test) and .staging/.stage (in-place blocks); set on first use
 _wide_vectors: Any = None
 _within: Any = None
 _outside: Any = None
-_disjoint: Any = None
+_staging: Any = None
+_stage: Any = None
 # numba dispatchers of the serial loops (any dtype), called by the parallel kernels; set on first use
 _blk_softplus: Any = None
 _blk_grad: Any = None

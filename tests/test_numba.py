@@ -404,21 +404,24 @@ def test_run_large_layouts(func, dtype):
                                       call(func, (np.full_like(x, 0.75), x)))
 
 
+@pytest.mark.parametrize("beta", [1.0, 2.0])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("func", FUNCS)
-def test_run_in_place_and_overlap(func, dtype):
+def test_run_in_place_and_overlap(func, dtype, beta):
+    """out is an input (in place: the loops read each block from a copy) or overlaps one
+    (run() copies that input first): the same bits as with a separate out."""
     x = arrays.values(dtype, BIG + 1, np.random.default_rng(6))
     for nthreads in (1, 2):
-        # in place: out is x itself
-        want = call(func, inputs(func, x[1:].copy()), nthreads=1)
-        buf = x[1:].copy()
-        ins = inputs(func, buf)
-        nb.run(func, ins, buf, 1.0, 20.0, nthreads)
-        np.testing.assert_array_equal(buf, want, err_msg="in place")
+        ref = inputs(func, x[1:].copy())
+        want = call(func, ref, beta, nthreads=1)
+        for which in range(len(ref)):  # in place: out is each input in turn
+            ins = tuple(a.copy() for a in ref)
+            nb.run(func, ins, ins[which], beta, 20.0, nthreads)
+            np.testing.assert_array_equal(ins[which], want, err_msg=f"in place on input {which}")
         # partial overlap: out is x shifted by one element; NumPy semantics (as if x were copied)
         buf = x.copy()
         ins = inputs(func, buf[1:], np.flip(x[1:]).copy())
-        nb.run(func, ins, buf[:-1], 1.0, 20.0, nthreads)
+        nb.run(func, ins, buf[:-1], beta, 20.0, nthreads)
         np.testing.assert_array_equal(buf[:-1], want, err_msg="overlap")
 
 
