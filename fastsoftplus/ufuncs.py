@@ -9,6 +9,10 @@ broadcasting and ``__array_ufunc__`` overrides work as for any ufunc. They come 
 available backend that provides ufuncs (``cython``, then ``numba``: the registry order), fetched
 on first attribute access so that importing this module stays cheap. If no such backend is
 available, accessing them raises ``BackendUnavailableError`` naming the reasons.
+
+Numba's ufuncs (where the C extension is missing) call the kernel one element at a time, so they
+keep no SIMD: float32 softplus at n = 1e6 on 2 threads took 8.4 ns/element against 0.6 through
+``fastsoftplus.softplus``, which hands contiguous arrays to numba's blocked SIMD loops.
 """
 
 from __future__ import annotations
