@@ -2,7 +2,7 @@
 n = 1e5 one thread and 1e7 all cores: the speed should be that of a separate ``out`` (the
 ``contig`` groups of the same size). Before the numba loops read each in-place block from a copy
 (``_nbkernels.stage``), LLVM's run-time overlap check sent them to its scalar fallback (ratio
-to ReLU, n = 1e5 one thread: 11-43 against 3.3-8.3 now; 1e7 all cores: 3.3-12.5 against
+to ReLU, n = 1e5 one thread: 11-43 against 3.2-8.3 now; 1e7 all cores: 3.3-12.5 against
 0.9-3.4).
 
 The layout field is ``inplace``, so the report's tables (contiguous/strided) leave these out. The
