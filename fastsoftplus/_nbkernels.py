@@ -660,12 +660,13 @@ def backward1p_f32(g, x, threshold):
 # ---------------------------------------------------------------- the plain range (loops, beta == 1)
 
 @njit(inline="always")
-def within(x, i0, m, lo, hi):
-    """True if every x[i0 + i], 0 <= i < m, lies in (lo, hi), False if any does not or is NaN:
-    one compare and OR per element, no early exit (which would keep the loop scalar)."""
+def within(v, lo, hi):
+    """True if every element of the 1-d array v (a block from ``stage``) lies in (lo, hi), False
+    if any does not or is NaN: one compare and OR per element, no early exit (which would keep
+    the loop scalar)."""
     bad = False
-    for i in range(m):
-        bad |= outside(x[i0 + i], lo, hi)
+    for i in range(v.shape[0]):
+        bad |= outside(v[i], lo, hi)
     return not bad
 
 

@@ -492,7 +492,7 @@ def _ser_softplus(x, out, beta, threshold):
         m = min(PLAIN_BLOCK, n - i0)
         xs = _stage(x, xb, i0, m)
         bad = True
-        if fused or (plain and _within(xs, 0, m, lo, hi)):
+        if fused or (plain and _within(xs, lo, hi)):
             bad = False
             for i in range(m):
                 bad |= _outside(xs[i], lo, hi)
@@ -518,7 +518,7 @@ def _ser_grad(x, out, beta, threshold):
         m = min(PLAIN_BLOCK, n - i0)
         xs = _stage(x, xb, i0, m)
         bad = True
-        if fused or (plain and _within(xs, 0, m, lo, hi)):
+        if fused or (plain and _within(xs, lo, hi)):
             bad = False
             for i in range(m):
                 bad |= _outside(xs[i], lo, hi)
@@ -546,7 +546,7 @@ def _ser_backward(g, x, out, beta, threshold):
         gs = _stage(g, gb, i0, m)
         xs = _stage(x, xb, i0, m)
         bad = True
-        if fused or (plain and _within(xs, 0, m, lo, hi)):
+        if fused or (plain and _within(xs, lo, hi)):
             bad = False
             for i in range(m):
                 bad |= _outside(xs[i], lo, hi)

@@ -420,10 +420,10 @@ def test_plain_blocks_fall_back(dtype):
     """Blocks that leave the plain range mid-stream: the loops run a block straight through the
     plain kernel when the one before passed, and compute a failing block again with the full
     kernel; in place (out shares memory with an input) the C loops scan each block first and
-    numba's read it from a copy. Every
-    pattern -- a failing first block, a failing block after passing ones, failing runs, a passing
-    block after a failing one, a failing partial last block -- must give the full kernels' bits,
-    with out separate and in place, on one and two threads."""
+    numba's read it from a copy. Every pattern -- a failing first block, a failing block after
+    passing ones, failing runs, a passing block after a failing one, a failing partial last
+    block -- must give the full kernels' bits, with out separate and in place, on one and two
+    threads."""
     from fastsoftplus._constants import PLAIN_BLOCK
     if not COMPILED:
         pytest.skip("needs a compiled backend")
